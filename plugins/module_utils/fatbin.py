@@ -337,11 +337,13 @@ def read_fatbin(path, kernels=True):
             buf.close()
 
 
-def _read(buf, path, kernels):
+def _locate(buf, path):
+    """(section dict, ELF machine name, notes) of the fatbin to read in ``buf``."""
+    if len(buf) >= 4 and struct.unpack_from("<I", buf, 0)[0] == FATBIN_MAGIC:
+        # A bare fatbin file (nvcc -fatbin): the whole file is the container list.
+        return {"name": "(whole file)", "type": 1, "offset": 0, "size": len(buf)}, None, []
     machine, sections = _elf_sections(buf, path)
-    notes = []
     if machine == EM_CUDA:
-        # A bare cubin: one SASS entry, the whole file.
         raise FatbinError("%s is a bare cubin (an ELF file for the GPU), not a host file with a fatbin" % path)
     by_name = {s["name"]: s for s in sections}
     section = by_name.get(EXECUTABLE_SECTION) or by_name.get(RELOCATABLE_SECTION)
@@ -350,9 +352,15 @@ def _read(buf, path, kernels):
                           % (path, elf_machine_name(machine), EXECUTABLE_SECTION, RELOCATABLE_SECTION))
     if section["type"] == SHT_NOBITS:
         raise FatbinError("%s: section %s has no data in the file" % (path, section["name"]))
+    notes = []
     if section["name"] == RELOCATABLE_SECTION:
         notes.append("read %s (relocatable device code): the file has no %s section"
                      % (RELOCATABLE_SECTION, EXECUTABLE_SECTION))
+    return section, elf_machine_name(machine), notes
+
+
+def _read(buf, path, kernels):
+    section, machine, notes = _locate(buf, path)
 
     zstd, _provider = _zstd_decompressor() if kernels else (None, None)
     stem = _stem(path)
@@ -390,7 +398,7 @@ def _read(buf, path, kernels):
         notes.append("kernel names of %d entr%s not read: %s" % (count, "y" if count == 1 else "ies", reason))
     info = summarize(entries, method="python", kernels_read=kernels, notes=notes)
     info["section"] = section["name"]
-    info["elf_machine"] = elf_machine_name(machine)
+    info["elf_machine"] = machine
     return info
 
 
@@ -546,7 +554,8 @@ def parse_target(target):
         raise ValueError("target arch %r is not of the form 12.1, 12.1a, 8.0+PTX or sm_121" % (target,))
     major, minor = match.group(1), match.group(2)
     if minor is None:
-        if "." in text or len(major) < 2:
+        # a bare SM number (121, sm_90); "12" or "8" alone is ambiguous and refused
+        if "." in text or not 30 <= int(major) <= 999:
             raise ValueError("target arch %r is not of the form 12.1, 12.1a, 8.0+PTX or sm_121" % (target,))
         sm = int(major)
     else:
@@ -644,6 +653,11 @@ def describe(info, target_archs=None):
             others = [a for a in sass if a not in native]
             extra = ([", ".join(others) + " SASS"] if others else []) + \
                 ([", ".join(_compute(a) for a in ptx) + " PTX"] if ptx else [])
+            lacking = [k for k in info.get("kernels") or [] if not set(native).intersection(k["sass"])]
+            if info.get("kernels_complete") and lacking:
+                extra.insert(0, "%d of %d kernels lack it" % (len(lacking), len(info["kernels"])))
+                parts.append("partly native " + ", ".join(native) + " (" + "; ".join(extra) + ")")
+                continue
             parts.append("native " + ", ".join(native) + (" (also " + " + ".join(extra) + ")" if extra else ""))
             continue
         same_major = [a for a in sass if _split_arch(a)[0] // 10 == max(sms) // 10
