@@ -162,6 +162,16 @@ problems:
   type: list
   elements: str
   sample: ["no SASS for sm_121 (target 12.1a); SASS present: sm_80"]
+section:
+  description: The ELF section read (C(.nv_fatbin) or C(__nv_relfatbin)), or C((whole file)) for a bare fatbin file.
+  returned: with the built-in reader
+  type: str
+  sample: .nv_fatbin
+elf_machine:
+  description: The host architecture of the ELF file (V(null) for a bare fatbin file).
+  returned: with the built-in reader
+  type: str
+  sample: aarch64
 notes:
   description: What could not be read, and why (compressed payloads, relocatable code, skipped NVVM IR).
   returned: always
