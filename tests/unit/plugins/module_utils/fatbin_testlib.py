@@ -23,7 +23,9 @@ CUOBJDUMP_PIN = "nvidia-cuda-cuobjdump==13.5.37"
 ZSTANDARD_PIN = "zstandard==0.25.0"
 
 KERNELS_CU = r"""
-__global__ void add_one(float *x, int n) { int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) x[i] += 1.0f; }
+// a device function that is not a kernel: a FUNC symbol without the entry mark in -rdc cubins
+__device__ __noinline__ float bump(float v) { return v + 1.0f; }
+__global__ void add_one(float *x, int n) { int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) x[i] = bump(x[i]); }
 __global__ void scale(float *x, float a, int n) { int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) x[i] *= a; }
 extern "C" __global__ void plain_c(int *p) { *p = 7; }
 """
@@ -49,6 +51,8 @@ BUILDS = {
     "zstd_all.o": ("k.cu", OBJECT + SM80 + PTX80 + ["--compress-mode=size"]),
     "plain.o": ("k.cu", OBJECT + SM80 + PTX80 + ["--compress-mode=none"]),
     "rdc.o": ("k.cu", ["-rdc=true"] + OBJECT + SM121 + PTX80),
+    # a library with both sections: .nv_fatbin (linked) and __nv_relfatbin (relocatable); cuobjdump reads the first
+    "rdc.so": ("k.cu", ["-rdc=true"] + SHARED + SM121),
     "variants.o": ("k.cu", OBJECT + ["-gencode", "arch=compute_121a,code=sm_121a", "-gencode", "arch=compute_120f,code=sm_120f",
                                      "-gencode", "arch=compute_90a,code=sm_90a", "-gencode", "arch=compute_120f,code=compute_120f"]),
     "k.fatbin": ("k.cu", ["-fatbin"] + SM121 + SM80 + PTX80),

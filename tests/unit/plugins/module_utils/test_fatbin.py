@@ -50,6 +50,7 @@ LAYOUTS = [
     ("lz4.o", [("ptx", "sm_80"), ("sass", "sm_80")], ["sm_80"], ["sm_80"]),
     ("zstd_all.o", [("ptx", "sm_80"), ("sass", "sm_80")], ["sm_80"], ["sm_80"]),
     ("rdc.o", [("sass", "sm_121"), ("ptx", "sm_80")], ["sm_121"], ["sm_80"]),
+    ("rdc.so", [("sass", "sm_121")], ["sm_121"], []),
     ("variants.o", [("sass", "sm_121a"), ("ptx", "sm_120f"), ("sass", "sm_120"), ("sass", "sm_90a")],
      ["sm_120", "sm_121a", "sm_90a"], ["sm_120f"]),
     ("aarch64.o", [("sass", "sm_121"), ("ptx", "sm_80"), ("sass", "sm_80")], ["sm_121", "sm_80"], ["sm_80"]),
@@ -69,7 +70,7 @@ def test_python_reader_layout(built, name, layout, sass, ptx):
 
 
 CROSS_CHECKED = ["sm121.so", "sm80_ptx.so", "both.so", "_vllm_fa2_C.abi3.so", "lz4.o", "zstd_all.o", "plain.o",
-                 "rdc.o", "variants.o", "aarch64.o", "k.fatbin", "mixed.so", "extra_sm80.o"]
+                 "rdc.o", "rdc.so", "variants.o", "aarch64.o", "k.fatbin", "mixed.so", "extra_sm80.o"]
 
 
 @pytest.mark.parametrize("name", CROSS_CHECKED)
@@ -163,6 +164,13 @@ def test_aarch64_object(built):
 def test_x86_64_library_names_its_machine(built):
     info = fatbin.read_fatbin(str(built["both.so"]), kernels=False)
     assert info["elf_machine"] == "x86_64" and info["section"] == ".nv_fatbin"
+
+
+def test_linked_fatbin_is_preferred_to_the_relocatable_one(built, with_zstandard):
+    info = fatbin.read_fatbin(str(built["rdc.so"]))
+    assert info["section"] == ".nv_fatbin" and info["notes"] == []
+    # the device-linked cubin holds every kernel, and the helper device function is not one of them
+    assert sorted(info["entries"][0]["kernels"]) == KERNELS
 
 
 def test_relocatable_only_object_reads_nv_relfatbin(built):
