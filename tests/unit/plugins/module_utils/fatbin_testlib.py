@@ -8,6 +8,7 @@ Builds are memoised per process, so the two test files share one set of builds p
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -70,18 +71,31 @@ def _run(argv, cwd):
     return proc
 
 
+def _aarch64_assembler():
+    """An assembler for aarch64: LLVM's llvm-mc (Debian llvm-14 here), else GNU as for aarch64, installed if need be."""
+    llvm = shutil.which("llvm-mc") or next(iter(sorted(glob.glob("/usr/lib/llvm-*/bin/llvm-mc"))), None)
+    if llvm:
+        return [llvm, "-triple=aarch64-linux-gnu", "-filetype=obj"]
+    gnu = shutil.which("aarch64-linux-gnu-as")
+    if not gnu and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "binutils-aarch64-linux-gnu"]):
+            subprocess.run(argv, capture_output=True, check=False, env=env)
+        gnu = shutil.which("aarch64-linux-gnu-as")
+    if gnu:
+        return [gnu]
+    raise RuntimeError("no aarch64 assembler: install llvm (llvm-mc) or binutils-aarch64-linux-gnu")
+
+
 def _assemble_aarch64(fatbin, out, cwd):
-    """Embed a real nvcc fatbin in a real aarch64 ELF object, as nvcc on a Spark would (section .nv_fatbin)."""
+    """Put a real nvcc fatbin into a real aarch64 ELF object, in the section nvcc uses (.nv_fatbin).
+
+    The ELF wrapper comes from an assembler, not from nvcc: there is no aarch64 host compiler or CUDA
+    sbsa target here. The fatbin inside is nvcc's own output, byte for byte.
+    """
     asm = Path(cwd) / "embed.s"
     asm.write_text('.section .nv_fatbin,"a"\n.p2align 3\n.incbin "%s"\n' % fatbin)
-    for tool, argv in (("llvm-mc", ["-triple=aarch64-linux-gnu", "-filetype=obj", "-o", str(out), str(asm)]),
-                       ("aarch64-linux-gnu-as", ["-o", str(out), str(asm)])):
-        found = shutil.which(tool) or (tool == "llvm-mc" and next(iter(sorted(Path("/usr/lib").glob("llvm-*/bin/llvm-mc"))), None))
-        if found:
-            _run([str(found)] + argv, cwd)
-            return
-    raise RuntimeError("neither llvm-mc nor aarch64-linux-gnu-as is installed: cannot assemble an aarch64 object "
-                       "(apt-get install llvm or binutils-aarch64-linux-gnu)")
+    _run(_aarch64_assembler() + ["-o", str(out), str(asm)], cwd)
 
 
 def build_all(tmp_path_factory):
