@@ -8,8 +8,8 @@ nvcc embeds device code in the host ELF as one or more *fatbin containers*, in t
 Each container holds entries: SASS (an ELF "cubin" for one SM), PTX (text for one virtual
 arch, JIT-compiled by the driver) and, with ``-dlto``, NVVM IR.
 
-The layout below was worked out by compiling objects with nvcc 13.0 and comparing them
-byte by byte with what ``cuobjdump`` prints (all integers little-endian):
+The layout below was worked out by compiling objects with nvcc 13.0, reading their bytes and
+comparing them with what ``cuobjdump`` prints (all integers little-endian):
 
 container header, 16 bytes::
 
@@ -79,7 +79,7 @@ class FatbinError(ValueError):
 
 
 def _elf_sections(buf, where):
-    """Return [(name, type, offset, size)] of the 64-bit little-endian ELF in ``buf``."""
+    """Return (e_machine, [{name, type, offset, size, link}]) of the 64-bit little-endian ELF in ``buf``."""
     if len(buf) < 4 or bytes(buf[:4]) != b"\x7fELF":
         raise FatbinError("%s is not an ELF file (it starts with %r)" % (where, bytes(buf[:8])))
     if len(buf) < _ELF_HEADER.size:
@@ -251,7 +251,7 @@ def walk_fatbin(buf, start, size, where):
             if any(bytes(buf[pos:end])):
                 raise FatbinError("%s: %d stray bytes after the last fatbin container" % (where, end - pos))
             return
-        magic, version, header_size, fat_size = _CONTAINER.unpack_from(buf, pos)
+        magic, _version, header_size, fat_size = _CONTAINER.unpack_from(buf, pos)
         if magic != FATBIN_MAGIC:
             if not any(bytes(buf[pos:pos + 8])):
                 pos += 8  # zero padding between containers
@@ -392,8 +392,8 @@ def _read(buf, path, kernels):
                     unreadable[str(exc)] = unreadable.get(str(exc), 0) + 1
         entries.append(entry)
     for kind, count in sorted(skipped.items()):
-        notes.append("%d %s entr%s (link-time IR) not listed, as cuobjdump does not list them"
-                     % (count, kind, "y" if count == 1 else "ies"))
+        what = "NVVM (link-time IR)" if kind == "nvvm" else "unknown (%s)" % kind
+        notes.append("%d %s entr%s not listed: neither SASS nor PTX" % (count, what, "y" if count == 1 else "ies"))
     for reason, count in sorted(unreadable.items()):
         notes.append("kernel names of %d entr%s not read: %s" % (count, "y" if count == 1 else "ies", reason))
     info = summarize(entries, method="python", kernels_read=kernels, notes=notes)

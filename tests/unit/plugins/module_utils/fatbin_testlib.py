@@ -57,6 +57,7 @@ BUILDS = {
     "variants.o": ("k.cu", OBJECT + ["-gencode", "arch=compute_121a,code=sm_121a", "-gencode", "arch=compute_120f,code=sm_120f",
                                      "-gencode", "arch=compute_90a,code=sm_90a", "-gencode", "arch=compute_120f,code=compute_120f"]),
     "k.fatbin": ("k.cu", ["-fatbin"] + SM121 + SM80 + PTX80),
+    "lto.o": ("k.cu", ["-dc", "-Xcompiler", "-fPIC", "-gencode", "arch=compute_90,code=lto_90"] + SM121),
     "extra_sm80.o": ("extra.cu", OBJECT + SM80),
     "main_both.o": ("k.cu", OBJECT + SM121 + SM80),
 }

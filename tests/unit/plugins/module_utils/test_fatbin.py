@@ -70,7 +70,7 @@ def test_python_reader_layout(built, name, layout, sass, ptx):
 
 
 CROSS_CHECKED = ["sm121.so", "sm80_ptx.so", "both.so", "_vllm_fa2_C.abi3.so", "lz4.o", "zstd_all.o", "plain.o",
-                 "rdc.o", "rdc.so", "variants.o", "aarch64.o", "k.fatbin", "mixed.so", "extra_sm80.o"]
+                 "rdc.o", "rdc.so", "lto.o", "variants.o", "aarch64.o", "k.fatbin", "mixed.so", "extra_sm80.o"]
 
 
 @pytest.mark.parametrize("name", CROSS_CHECKED)
@@ -171,6 +171,12 @@ def test_linked_fatbin_is_preferred_to_the_relocatable_one(built, with_zstandard
     assert info["section"] == ".nv_fatbin" and info["notes"] == []
     # the device-linked cubin holds every kernel, and the helper device function is not one of them
     assert sorted(info["entries"][0]["kernels"]) == KERNELS
+
+
+def test_nvvm_ir_entries_are_left_out_and_noted(built):
+    info = fatbin.read_fatbin(str(built["lto.o"]), kernels=False)
+    assert kinds_archs(info) == [("sass", "sm_121")]
+    assert "1 NVVM (link-time IR) entry not listed: neither SASS nor PTX" in info["notes"]
 
 
 def test_relocatable_only_object_reads_nv_relfatbin(built):
