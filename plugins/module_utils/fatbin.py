@@ -409,6 +409,10 @@ CUOBJDUMP_LIST_ARGS = ("--list-elf", "--list-ptx")
 CUOBJDUMP_DUMP_ARGS = ("--dump-elf-symbols", "--dump-ptx")
 _LIST_RE = re.compile(r"^(ELF|PTX) file\s+(\d+):\s+(\S+)\s*$")
 _NAME_ARCH_RE = re.compile(r"\.(sm_\d+[af]?)\.(?:cubin|ptx)$")
+# Symbol listing columns: type (STT_FUNC or FUNC, STT_? for an unnamed type) and binding (STB_GLOBAL or GLOBAL).
+_SYM_TYPE_RE = re.compile(r"^(?:STT_)?(?:[A-Z][A-Z0-9_]*|\?)$")
+_SYM_BIND_RE = re.compile(r"^(?:STB_)?[A-Z][A-Z0-9_]*$")
+_SYM_PREFIX_RE = re.compile(r"^ST[TBVO]_")
 
 
 def parse_cuobjdump_list(text):
@@ -427,30 +431,56 @@ def parse_cuobjdump_list(text):
     return entries
 
 
+def parse_symbol_line(text):
+    """(type, flags, name) of one line of cuobjdump's symbol listing, or None if the line is not in a known form.
+
+    cuobjdump up to 13.4 prints ELF constant names, ``STT_FUNC  STB_GLOBAL STO_ENTRY  name``; 13.5 prints
+    columns without the prefixes, ``FUNC  GLOBAL  DEFAULT  ENTRY  name``. Both put ``U`` before the name of an
+    undefined symbol. The prefixes are dropped, so both forms give the same flags.
+    """
+    fields = text.split()
+    if len(fields) < 3 or not _SYM_TYPE_RE.match(fields[0]) or not _SYM_BIND_RE.match(fields[1]):
+        return None
+    flags = set(_SYM_PREFIX_RE.sub("", field) for field in fields[1:-1])
+    return _SYM_PREFIX_RE.sub("", fields[0]), flags, fields[-1]
+
+
 def parse_cuobjdump_dump(lines):
     """Kernel names per entry from ``cuobjdump --dump-elf-symbols --dump-ptx`` output (an iterable of lines).
 
     Returns [{kind, arch, kernels}] in file order. Only the lines that matter are kept, so a
-    PTX dump of hundreds of megabytes can be streamed through it.
+    PTX dump of hundreds of megabytes can be streamed through it. A kernel is a defined FUNC symbol
+    marked ENTRY, the same test cubin_kernels() makes on the symbol table itself. Raises FatbinError
+    on a symbol line in neither known form, so that a new cuobjdump format is not read as "no kernels".
     """
-    blocks, current, pending = [], None, None
+    blocks, current, pending, in_symbols = [], None, None, False
     for line in lines:
         text = line.strip()
         if text.startswith("Fatbin elf code"):
-            pending = "sass"
+            pending, in_symbols = "sass", False
         elif text.startswith("Fatbin ptx code"):
-            pending = "ptx"
+            pending, in_symbols = "ptx", False
         elif pending and text.startswith("arch ="):
             current = {"kind": pending, "arch": text.split("=", 1)[1].strip(), "kernels": []}
             blocks.append(current)
             pending = None
-        elif current is not None and current["kind"] == "sass" and text.startswith("FUNC"):
-            fields = text.split()
-            if "ENTRY" in fields[1:-1] and "U" not in fields[1:-1]:
-                current["kernels"].append(fields[-1])
-        elif current is not None and current["kind"] == "ptx" and ".entry" in text:
-            found = ptx_kernels(text.encode("ascii", "replace"))
-            current["kernels"].extend(found)
+        elif current is None:
+            continue
+        elif current["kind"] == "sass":
+            if text == "symbols:":
+                in_symbols = True
+            elif not text:
+                in_symbols = False
+            elif in_symbols:
+                symbol = parse_symbol_line(text)
+                if symbol is None:
+                    raise FatbinError("cuobjdump symbol line in an unknown form (entry %d, %s): %r"
+                                      % (len(blocks), current["arch"], text[:200]))
+                kind, flags, name = symbol
+                if kind == "FUNC" and "ENTRY" in flags and "U" not in flags:
+                    current["kernels"].append(name)
+        elif ".entry" in text:
+            current["kernels"].extend(ptx_kernels(text.encode("ascii", "replace")))
     return blocks
 
 
@@ -472,7 +502,12 @@ def cuobjdump_kernel_blocks(cuobjdump, path, env=None):
         except OSError as exc:
             return [], "cannot run %s: %s" % (cuobjdump, exc.strerror or exc)
         with proc.stdout:
-            blocks = parse_cuobjdump_dump(proc.stdout)
+            try:
+                blocks = parse_cuobjdump_dump(proc.stdout)
+            except FatbinError as exc:
+                proc.kill()
+                proc.wait()
+                return [], "its output could not be read: %s" % exc
         rc = proc.wait()
         errfile.seek(0)
         err = errfile.read().decode("utf-8", "replace").strip()

@@ -10,7 +10,9 @@ installed, with no network. From the repository root:
 For each file it compares, entry by entry, the kind (SASS/PTX), arch and name that the reader in
 plugins/module_utils/fatbin.py finds with what `cuobjdump --list-elf --list-ptx` prints. For files up to
 --kernel-mb it also compares the kernel names of every entry the reader could decompress with
-`cuobjdump --dump-elf-symbols --dump-ptx`. A file both call "no device code" agrees too.
+`cuobjdump --dump-elf-symbols --dump-ptx` (both symbol-list forms: STT_FUNC/STO_ENTRY up to 13.4, FUNC/ENTRY
+columns from 13.5; a line in neither form is a disagreement that quotes it). On both sides a kernel is a
+defined FUNC symbol marked ENTRY. A file both call "no device code" agrees too.
 
 Prints one line per file and a summary. Exit status: 0 all agree, 1 a disagreement, 2 nothing could be checked.
 The reader module is loaded by file path; the collection need not be installed.

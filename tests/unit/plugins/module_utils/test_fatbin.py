@@ -1,14 +1,17 @@
 """Unit tests of plugins/module_utils/fatbin.py against real CUDA binaries.
 
 The binaries are compiled by nvcc in this test session (fatbin_testlib.BUILDS) and every reading of the
-Python reader is checked against NVIDIA's own cuobjdump (PyPI nvidia-cuda-cuobjdump). Only one stand-in is
-used: a Python without a Zstandard module is simulated by replacing the reader's codec lookup (named in
-that test's docstring).
+Python reader is checked against NVIDIA's own cuobjdump (PyPI nvidia-cuda-cuobjdump). The two symbol
+listing formats of cuobjdump are also read from real output captured in tests/fixtures/cuobjdump/. Two
+stand-ins are used, each named in its test's docstring: a Python without a Zstandard module (the reader's
+codec lookup replaced) and a cuobjdump that prints a symbol format no release prints (a shell script).
 """
 
 from __future__ import annotations
 
+import os
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -380,6 +383,80 @@ def test_merge_cuobjdump_refuses_mismatched_dumps():
     swapped = [{"kind": "ptx", "arch": "sm_80", "kernels": []}, {"kind": "sass", "arch": "sm_121", "kernels": []}]
     assert "disagree at k.1.sm_121.cubin" in fatbin.merge_cuobjdump(entries, swapped)[0]
     assert all(e["kernels"] is None for e in entries)
+
+
+# ---------------------------------------------------------------- captured cuobjdump output, both formats
+
+CAPTURED = Path(__file__).resolve().parents[3] / "fixtures" / "cuobjdump"
+CUFILE_SASS = ["cuFileSparseGpu", "cuFileInlineGpu", "cuFileCopyGpuPosixIORetry", "cuFileCopyGpu", "cuFileGpuWaitValue32"]
+CUFILE_PTX = list(reversed(CUFILE_SASS))
+CAPTURED_BLOCKS = {
+    # libcufile.so.0 of nvidia-cufile 1.15.1.6 (CUDA 13.0): the library the H200 check found 0 kernels in
+    "libcufile-1.15.1.6": [("sass", "sm_75", CUFILE_SASS), ("sass", "sm_80", CUFILE_SASS),
+                           ("ptx", "sm_86", CUFILE_PTX), ("sass", "sm_86", CUFILE_SASS)],
+    # fatbin_testlib.BUILDS["rdc.o"]: _Z4bumpf is a GLOBAL FUNC without ENTRY, so not a kernel
+    "rdc.o": [("sass", "sm_121", ["plain_c", "_Z5scalePffi", "_Z7add_onePfi"]),
+              ("ptx", "sm_80", ["_Z7add_onePfi", "_Z5scalePffi", "plain_c"])],
+}
+# 13.2.51 is the oldest cuobjdump on PyPI and prints the STT_/STB_ form, as 13.0 does; 13.5.37 prints columns.
+# The start of a kernel's line in each.
+CUOBJDUMP_FORMATS = {"13.2.51": "STT_FUNC         STB_GLOBAL STO_ENTRY      ",
+                     "13.5.37": "FUNC          GLOBAL  DEFAULT    ENTRY                                "}
+
+
+def captured(binary, version):
+    return (CAPTURED / ("%s.cuobjdump-%s.txt" % (binary, version))).read_text()
+
+
+@pytest.mark.parametrize("version", sorted(CUOBJDUMP_FORMATS))
+@pytest.mark.parametrize("binary", sorted(CAPTURED_BLOCKS))
+def test_dump_parser_reads_both_symbol_formats(binary, version):
+    text = captured(binary, version)
+    assert any(line.startswith(CUOBJDUMP_FORMATS[version]) for line in text.splitlines())  # the form it stands for
+    blocks = fatbin.parse_cuobjdump_dump(text.splitlines(True))
+    assert [(b["kind"], b["arch"], b["kernels"]) for b in blocks] == CAPTURED_BLOCKS[binary]
+
+
+def test_dump_parser_skips_undefined_and_non_entry_functions():
+    old = [fatbin.parse_symbol_line(line) for line in captured("libcufile-1.15.1.6", "13.2.51").splitlines()
+           if line.endswith(" __assertfail")]
+    new = [fatbin.parse_symbol_line(line) for line in captured("libcufile-1.15.1.6", "13.5.37").splitlines()
+           if line.endswith(" __assertfail")]
+    assert old[0] == ("FUNC", {"GLOBAL", "DEFAULT", "U"}, "__assertfail")
+    assert new[0] == ("FUNC", {"GLOBAL", "DEFAULT", "-", "U"}, "__assertfail")
+    for version in CUOBJDUMP_FORMATS:
+        blocks = fatbin.parse_cuobjdump_dump(captured("libcufile-1.15.1.6", version).splitlines())
+        assert all("__assertfail" not in b["kernels"] for b in blocks)
+        bump = [line for line in captured("rdc.o", version).splitlines() if line.endswith(" _Z4bumpf")]
+        assert bump and "ENTRY" not in fatbin.parse_symbol_line(bump[0])[1]
+
+
+def test_captured_dump_matches_the_reader_on_a_fresh_build(built, with_zstandard):
+    """The capture of rdc.o came from the same nvcc command as BUILDS["rdc.o"]; the reader must agree with it."""
+    info = fatbin.read_fatbin(str(built["rdc.o"]))
+    mine = [(e["kind"], e["arch"], e["kernels"]) for e in info["entries"]]
+    for version in CUOBJDUMP_FORMATS:
+        blocks = fatbin.parse_cuobjdump_dump(captured("rdc.o", version).splitlines())
+        assert [(b["kind"], b["arch"], b["kernels"]) for b in blocks] == mine
+
+
+def test_dump_parser_refuses_an_unknown_symbol_format():
+    text = captured("rdc.o", "13.5.37").replace(
+        CUOBJDUMP_FORMATS["13.5.37"] + "plain_c", "0000000000000000 g F .text.plain_c 0000000000000080 plain_c")
+    with pytest.raises(fatbin.FatbinError, match=r"unknown form \(entry 1, sm_121\): '0000000000000000 g F"):
+        fatbin.parse_cuobjdump_dump(text.splitlines())
+
+
+def test_cuobjdump_kernel_blocks_stops_on_an_unknown_format(tmp_path):
+    """Stand-in: a shell script as cuobjdump, printing a symbol line no cuobjdump release prints, then output
+    without end; the reader must report the line and stop the process rather than return "no kernels"."""
+    fake = tmp_path / "cuobjdump"
+    fake.write_text("#!/bin/sh\nprintf 'Fatbin elf code:\\n=====\\narch = sm_121\\n\\nsymbols:\\n'\n"
+                    "echo '0000000000000000 g F .text 0000000000000080 plain_c'\nexec yes ''\n")
+    os.chmod(str(fake), 0o755)
+    blocks, error = fatbin.cuobjdump_kernel_blocks(str(fake), "any.so")
+    assert blocks == []
+    assert error.startswith("its output could not be read: cuobjdump symbol line in an unknown form (entry 1, sm_121)")
 
 
 def test_cuobjdump_kernel_blocks_streams_real_cuobjdump(built):
