@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # What the host_prep scenario installs: the real vLLM 0.33.0 wheel from PyPI without its dependencies,
 # plus what its attention modules import on a CPU-only machine (FACTS.md section 4), CMake for Debian 12
-# (its apt CMake is 3.25) and the real triton wheel for the triton step.
-HOST_PREP_NO_DEPS = ["vllm==0.33.0"]
+# (its apt CMake is 3.25) and the real triton wheel for the triton step. packaging 25.0 is there for the
+# side_effect's in-place spec change (26.3 -> 25.0 -> 26.3).
+HOST_PREP_NO_DEPS = ["vllm==0.33.0", "packaging==25.0"]
 HOST_PREP_DEPS = ["torch==2.13.0+cpu", "numpy==2.4.6", "packaging==26.3", "regex==2026.11.15",
                   "cmake==3.31.10", "triton==3.9.0"]
 
