@@ -17,7 +17,7 @@ Not part of CI. Run from the repository root with the toolchain active:
     python benchmarks/host_prep.py [--keep]
 
 Exit status 1 when the second converge changed anything. The figures also go to
-benchmarks/results/host_prep-<UTC time>.json.
+benchmarks/results/host_prep-<UTC time>.log (JSON).
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def main() -> int:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    (results / ("host_prep-%s.json" % stamp)).write_text(json.dumps(figures, indent=1) + "\n")
+    # *.log under benchmarks/results is git-ignored: the figures are per machine.
+    (results / ("host_prep-%s.log" % stamp)).write_text(json.dumps(figures, indent=1) + "\n")
 
     print("host_prep on one container (%s; load average %.1f -> %.1f)"
           % (figures["machine"], figures["load_average_at_start"], figures["load_average_at_end"]))
