@@ -9,8 +9,19 @@ tests/integration/fa4_shim/. The platform reports the capability in $STANDIN_CAP
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[4]
+ROLE = ROOT / "roles" / "fa4_shim"
+SHIM = ROLE / "files" / "dgxspark_fa4_sm120_shim.py"
+PTH = "zzz_dgxspark_fa4_sm120.pth"
+STANDIN_KERNEL = ROOT / "tests" / "integration" / "fa4_shim" / "standin_kernel"
+SEED_STYLE = ROOT / "tests" / "integration" / "fa4_shim" / "seed_style_shim"
 
 # get_flash_attn_version's parameters by vLLM release family.
 SIGNATURES = {
@@ -45,11 +56,16 @@ FILES = {
         def get_current_vllm_config_or_none():
             return _Config() if os.environ.get("STANDIN_FA_VERSION") else None
     """,
-    "vllm/platforms/__init__.py": """
-        import os
+    "torch/__init__.py": '__version__ = "0.0.0+standin"\n',
+    "vllm/platforms/interface.py": """
         from collections import namedtuple
 
         DeviceCapability = namedtuple("DeviceCapability", "major minor")
+    """,
+    "vllm/platforms/__init__.py": """
+        import os
+
+        from vllm.platforms.interface import DeviceCapability
 
 
         class StandinPlatform:
@@ -59,7 +75,8 @@ FILES = {
             def is_xpu(self):
                 return False
 
-            def get_device_capability(self, device_id=0):
+            @classmethod
+            def get_device_capability(cls, device_id=0):
                 value = os.environ.get("STANDIN_CAPABILITY", "")
                 if not value:
                     return None
@@ -71,7 +88,17 @@ FILES = {
                 return cap is not None and cap.major == capability // 10
 
 
-        current_platform = StandinPlatform()
+        # Resolved lazily through _current_platform, as in vLLM (the probe's assume_capability replaces it).
+        _current_platform = None
+
+
+        def __getattr__(name):
+            global _current_platform
+            if name == "current_platform":
+                if _current_platform is None:
+                    _current_platform = StandinPlatform()
+                return _current_platform
+            raise AttributeError(name)
     """,
     "vllm/vllm_flash_attn/__init__.py": """
         from vllm.vllm_flash_attn.flash_attn_interface import is_fa_version_supported  # noqa: F401
@@ -167,3 +194,37 @@ def write_vllm(root: Path, shape: str = "seven") -> Path:
             body = body % {"signature": SIGNATURES[shape]}
         path.write_text(body)
     return root
+
+
+def render_pth(kernel_dir, subdir="build/torch-cuda", revision="standin"):
+    """Render the role's .pth template, with plain stand-ins for ansible_managed, comment and to_json."""
+    import jinja2
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["comment"] = lambda text: "#\n# " + text + "\n#"
+    env.filters["to_json"] = json.dumps
+    template = env.from_string((ROLE / "templates" / (PTH + ".j2")).read_text())
+    return template.render(ansible_managed="Ansible managed (test render)",
+                           fa4_shim_kernel_repo="SecondNatureComputing/flash-attn-4-sm120",
+                           fa4_shim_kernel_subdir=subdir, __fa4_shim_kernel_dir=str(kernel_dir),
+                           __fa4_shim_kernel_revision_label=revision)
+
+
+def install_shim(site_packages: Path, kernel_dir=STANDIN_KERNEL):
+    """Put the shim and its rendered .pth into site_packages, as the role does."""
+    shutil.copy(SHIM, site_packages / SHIM.name)
+    (site_packages / PTH).write_text(render_pth(kernel_dir))
+
+
+def install_seed_style(site_packages: Path):
+    """Put the stand-in of the upstream recipe's shim (fixed 4-parameter wrapper) into site_packages."""
+    for name in ("fa4_sm120_shim.py", "zzz_fa4_sm120_shim.pth"):
+        shutil.copy(SEED_STYLE / name, site_packages / name)
+
+
+def make_venv(path: Path, python=sys.executable) -> Path:
+    """A bare venv (no pip: fast); returns its site-packages (purelib)."""
+    subprocess.run([python, "-m", "venv", "--without-pip", str(path)], check=True)
+    out = subprocess.run([str(path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    return Path(out)

@@ -18,30 +18,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import jinja2
 import pytest
-
-ROOT = Path(__file__).resolve().parents[4]
-ROLE = ROOT / "roles" / "fa4_shim"
-SHIM = ROLE / "files" / "dgxspark_fa4_sm120_shim.py"
-STANDIN_KERNEL = ROOT / "tests" / "integration" / "fa4_shim" / "standin_kernel"
 
 sys.path.insert(0, str(Path(__file__).parent))
 import standin_vllm  # noqa: E402
+from standin_vllm import SHIM, STANDIN_KERNEL  # noqa: E402
 
 sys.path.insert(0, str(SHIM.parent))
 import dgxspark_fa4_sm120_shim as shim  # noqa: E402  (imported only for its pure helpers; install() is never called here)
-
-
-def render_pth(kernel_dir, subdir="build/torch-cuda"):
-    """Render the role's .pth template (ansible_managed/comment/to_json replaced by plain equivalents)."""
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["comment"] = lambda text: "#\n# " + text + "\n#"
-    env.filters["to_json"] = json.dumps
-    template = env.from_string((ROLE / "templates" / "zzz_dgxspark_fa4_sm120.pth.j2").read_text())
-    return template.render(ansible_managed="Ansible managed (test render)", fa4_shim_kernel_repo="SecondNatureComputing/flash-attn-4-sm120",
-                           fa4_shim_kernel_subdir=subdir, __fa4_shim_kernel_dir=str(kernel_dir),
-                           __fa4_shim_kernel_revision_label="standin")
 
 
 @pytest.fixture
@@ -52,8 +36,7 @@ def site(tmp_path):
         sitedir = tmp_path / "site"
         standin_vllm.write_vllm(sitedir, shape)
         if with_shim:
-            shutil.copy(SHIM, sitedir / SHIM.name)
-            (sitedir / "zzz_dgxspark_fa4_sm120.pth").write_text(render_pth(kernel_dir))
+            standin_vllm.install_shim(sitedir, kernel_dir)
         return sitedir
 
     return make
