@@ -41,8 +41,10 @@ RELEASES = {
     "0.33.0": {"no_deps": ["vllm==0.33.0", "quack-kernels==0.6.5"], "deps": ["nvidia-cutlass-dsl==4.8.0"]},
 }
 
-# What the fa4_shim role installs in the molecule scenario (offline, from the wheelhouse).
+# What the molecule scenario fa4_shim needs besides: the role's packages (kernels with its dependencies; the
+# others are above) and uv, whose binary the scenario's prepare step takes out of its wheel.
 ROLE_PACKAGES = ["kernels==0.17.2"]
+MOLECULE_NO_DEPS = ["uv==0.13.8"]
 
 
 def _stamp(*parts):
@@ -69,7 +71,7 @@ def _pip(python, *args):
 
 def ensure_wheelhouse():
     """Fetch every wheel once (pip download skips the files already there)."""
-    want = _stamp(BASE, RELEASES, ROLE_PACKAGES, FIND_LINKS)
+    want = _stamp(BASE, RELEASES, ROLE_PACKAGES, MOLECULE_NO_DEPS, FIND_LINKS)
     stamp = WHEELHOUSE / ".stamp"
     if stamp.is_file() and stamp.read_text() == want:
         return WHEELHOUSE
@@ -77,6 +79,7 @@ def ensure_wheelhouse():
     download = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", WHEELHOUSE,
                 "--only-binary=:all:"]
     _run(download + BASE + ROLE_PACKAGES)
+    _run(download + ["--no-deps"] + MOLECULE_NO_DEPS)
     for spec in RELEASES.values():
         _run(download + ["--no-deps"] + spec["no_deps"])
         _run(download + spec["deps"])
@@ -140,3 +143,19 @@ def overlay(path, version, shim=None, kernel_dir=None):
     elif shim == "seed":
         standin_vllm.install_seed_style(site)
     return Path(path), site
+
+
+if __name__ == "__main__":
+    # python realvllm.py wheelhouse | base | <version>: build that (idempotently); print its path, then
+    # "changed" or "unchanged" (the molecule scenario's prepare step reports it honestly).
+    what = sys.argv[1] if len(sys.argv) > 1 else "wheelhouse"
+    target = {"wheelhouse": WHEELHOUSE / ".stamp", "base": CACHE / "base" / ".dgx-stamp"}.get(
+        what, CACHE / ("vllm-" + what) / ".dgx-stamp")
+    before = target.read_text() if target.is_file() else None
+    if what == "wheelhouse":
+        print(ensure_wheelhouse())
+    elif what == "base":
+        print(ensure_base())
+    else:
+        print(ensure_release(what))
+    print("unchanged" if target.is_file() and target.read_text() == before else "changed")
