@@ -67,18 +67,11 @@ def test_vllm_verify_gpu_less_checks_pass(host):
     assert report["mode"] == "no-gpu" and report["vllm_version"] == "0.33.0" and report["hook_installed"]
     assert report["flash_attn_fwd_qualname"] == "_patch_cute_iface.<locals>._dispatch"
     assert len(report["installed_signature"]) == 7
-    assert report["fa2_extension"] == "stand-in", "no libcuda in the container: the stand-in is named"
-    assert any("libcuda.so" in s for s in report["stand_ins"])
+    # no NVIDIA driver or CUDA runtime in the container: the FA2 extension cannot load, and the stand-in says why
+    assert report["fa2_extension"] == "stand-in"
+    assert any("cannot load on this host" in s and "cannot open shared object file" in s for s in report["stand_ins"])
     assert report["site_packages"] == VENV + "/lib/python3.11/site-packages"
-
-
-def test_vllm_verify_with_an_assumed_sm121(host):
-    result = host.ansible("dgxspark.vllm.vllm_verify", "venv_path=%s assume_capability=12.1" % VENV, check=True)
-    assert result["passed"] is True, result.get("problems")
-    report = result["report"]
-    assert (report["fa_version_hd128"], report["fa_version_hd256"]) == (4, 2)
-    assert report["is_fa4_supported"] == [True, None]
-    assert report["shim"]["kernel_loaded"] is True and report["shim"]["kernel_dir"] == "/srv/fa4-standin-kernel/build/torch-cuda"
+    # the SM12x answers are checked with an assumed capability in side_effect.yml
 
 
 def test_head_dim_check_of_the_configured_model(host):
