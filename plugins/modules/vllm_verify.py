@@ -96,12 +96,13 @@ passed:
   returned: always
   type: bool
 problems:
-  description: One line per failed check, "<check>: expected <x>, got <y>".
+  description: "One line per failed check, in the form C(<check>: expected <x>, got <y>)."
   returned: always
   type: list
   elements: str
-  sample: ["get_flash_attn_version(requires_alibi=False, ..., supports_fa4_hd256=False) accepted: expected 'no error',
-           got \"TypeError: patched() got an unexpected keyword argument 'requires_softcap'\""]
+  sample:
+    - "get_flash_attn_version(requires_alibi=False, ...) accepted: expected 'no error', got
+      \"TypeError: patched() got an unexpected keyword argument 'requires_softcap'\""
 checks:
   description: Every check made, with C(check), C(expected), C(seen) and C(ok).
   returned: always

@@ -36,6 +36,7 @@ def test_shim_and_pth_are_in_site_packages(host, site):
     assert lines == ['import dgxspark_fa4_sm120_shim; dgxspark_fa4_sm120_shim.install(kernel_dir="/srv/fa4-standin-kernel", '
                      'package_subdir="build/torch-cuda", revision="pre-staged", repo="SecondNatureComputing/flash-attn-4-sm120")']
     assert pth.content_string.startswith("#")
+    assert host.file(site + "/__pycache__/dgxspark_fa4_sm120_shim.cpython-311.pyc").is_file, "compiled at install"
 
 
 def test_the_venv_python_starts_with_the_shim_installed(host):

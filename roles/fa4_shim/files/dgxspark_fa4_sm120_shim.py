@@ -24,12 +24,12 @@ in the environment turns the whole module off (nothing is patched).
 
 from __future__ import annotations
 
-import importlib
-import importlib.abc
-import importlib.util
+# Only cheap modules at import time: this runs at every start of the venv's Python (pip included).
+# importlib.abc would pull in importlib.resources, pathlib, tempfile and typing (tens of milliseconds),
+# so the finder and the loader below are plain classes with the methods the import system calls.
+import _thread
 import os
 import sys
-import threading
 
 SHIM_VERSION = "1.0.0"
 ENV_SWITCH = "FA4_SM120_SHIM"
@@ -46,7 +46,7 @@ FA_UTILS = "vllm.v1.attention.backends.fa_utils"
 _MARK = "__dgxspark_fa4_sm120_shim__"
 
 LOGGER = "vllm.dgxspark_fa4_sm120_shim"
-_lock = threading.RLock()
+_lock = _thread.RLock()
 _state = {
     "version": SHIM_VERSION,
     "enabled": None,
@@ -210,6 +210,8 @@ def _typed_window_resolver(iface):
 
 
 def _import_kernel_package(package_dir):
+    import importlib
+    import importlib.util
     init = os.path.join(package_dir, "__init__.py")
     if not os.path.isfile(init):
         raise ImportError("no kernel package at %s (missing __init__.py)" % package_dir)
@@ -246,6 +248,7 @@ def _load_kernel():
             _typed_window_resolver(iface)
             # vLLM's FA4 branch imports its own cute.interface at call time; if that cannot
             # import here, FA4 would crash at the first forward, so it is part of "loadable".
+            import importlib
             importlib.import_module(CUTE_IFACE)
             params, var_kw = _parameters(fwd)
             _kernel.update(fwd=fwd, params=params, var_kw=var_kw)
@@ -468,7 +471,7 @@ def _patch_module(name, module):
 
 # --------------------------------------------------------------------------- import hook
 
-class _PatchingLoader(importlib.abc.Loader):
+class _PatchingLoader(object):
     """Runs the real loader, then patches the module it executed."""
 
     def __init__(self, real, name):
@@ -488,7 +491,7 @@ class _PatchingLoader(importlib.abc.Loader):
         return getattr(self._real, attr)
 
 
-class _PatchingFinder(importlib.abc.MetaPathFinder):
+class _PatchingFinder(object):
     """Finds the three vLLM modules through the other finders and wraps their loaders."""
 
     def find_spec(self, fullname, path=None, target=None):

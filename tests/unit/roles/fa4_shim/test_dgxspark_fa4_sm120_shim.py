@@ -335,3 +335,43 @@ def test_return_arity_reads_the_function_and_ignores_nested_returns():
     assert shim._return_arity(_returns_four) == 4
     assert shim._return_arity(_returns_mixed) is None
     assert shim._return_arity(len) is None
+
+
+CUTLASS_STANDIN = {
+    # A stand-in of the CUTLASS DSL surface the compat step touches (not the real package): a newer release
+    # where ThrMma moved out of cute.core and make_fragment is gone.
+    "cutlass/__init__.py": "class Int32(int):\n    pass\n",
+    "cutlass/cute/__init__.py": ("from . import core\n\nclass ThrMma:\n    pass\n\nclass _Layout(tuple):\n    pass\n\n"
+                                 "def make_layout(shape):\n    return _Layout(shape)\n\n"
+                                 "def make_fragment_like(src, dtype=None):\n    return ('fragment', src, dtype)\n"),
+    "cutlass/cute/core.py": "",
+    "cutlass/cute/typing.py": "from . import _Layout as Layout\nComposedLayout = Layout\nTensor = Layout\n",
+}
+
+
+def test_dsl_compat_adds_only_missing_names(site, tmp_path):
+    sitedir = site("seven")
+    for rel, text in CUTLASS_STANDIN.items():
+        (sitedir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (sitedir / rel).write_text(text)
+    kernel = tmp_path / "kernel"
+    shutil.copytree(STANDIN_KERNEL, kernel)
+    # a kernel interface with the window resolver that newer DSLs need typed
+    with open(kernel / "build" / "torch-cuda" / "interface.py", "a") as handle:
+        handle.write("\n\ndef _resolve_causal_local_window(causal, left, right, mask_mod=None):\n"
+                     "    return causal, left is not None, left, 0 if causal else right\n")
+    (sitedir / "zzz_dgxspark_fa4_sm120.pth").write_text(standin_vllm.render_pth(kernel))
+    result, _ = run(sitedir, """
+        import vllm.v1.attention.backends.fa_utils as fa_utils
+        R["hd128"] = fa_utils.get_flash_attn_version(head_size=128)
+        import cutlass, cutlass.cute as cute
+        R["thrmma_alias"] = cute.core.ThrMma is cute.ThrMma
+        R["fragment"] = list(cute.make_fragment((4, 8), "f32"))
+        import dgxspark_fa4_sm120_kernel.interface as iface
+        causal, local, left, right = iface._resolve_causal_local_window(True, 128, None)
+        R["window_types"] = [type(left).__name__, type(right).__name__, local]
+    """)
+    assert result["hd128"] == 4
+    assert result["thrmma_alias"] is True
+    assert result["fragment"] == ["fragment", [4, 8], "f32"], "a plain shape becomes a layout first"
+    assert result["window_types"] == ["Int32", "Int32", True]
