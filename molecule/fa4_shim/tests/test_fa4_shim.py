@@ -72,6 +72,8 @@ def test_vllm_verify_gpu_less_checks_pass(host):
     assert report["fa2_extension"] == "stand-in"
     assert any("cannot load on this host" in s and "cannot open shared object file" in s for s in report["stand_ins"])
     assert report["site_packages"] == VENV + "/lib/python3.11/site-packages"
+    lib = report["fa2_library"]
+    assert (lib["available"], lib["sass_archs"], lib["native"]) == (True, ["sm_80"], False), lib
     # the SM12x answers are checked with an assumed capability in side_effect.yml
 
 

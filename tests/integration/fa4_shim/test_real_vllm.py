@@ -149,6 +149,9 @@ def test_vllm_verify_passes_without_gpu_on_0_33(tmp_path, overlay):
     assert report["flash_attn_fwd_qualname"] == "_patch_cute_iface.<locals>._dispatch"
     assert report["fa2_extension"] == "stand-in" and any("libcuda.so" in s for s in report["stand_ins"])
     assert report["fa_version_hd128"] is None, "nothing to judge there without a GPU"
+    # the wheel's FA2 library, read by the fatbin module_utils: sm_80 SASS and PTX only (FACTS.md 2)
+    lib = report["fa2_library"]
+    assert (lib["available"], lib["sass_archs"], lib["ptx_archs"], lib["native"]) == (True, ["sm_80"], ["sm_80"], False)
     callers = [c for c in result["checks"] if c["check"].startswith("get_flash_attn_version as called at")]
     assert len(callers) >= 8 and all(c["ok"] for c in callers)
 

@@ -195,3 +195,12 @@ def test_problem_lines_are_readable():
     checks = [{"check": "_is_fa4_supported()", "expected": (True, None), "seen": (False, "only 9.x"), "ok": False},
               {"check": "x", "expected": 1, "seen": 1, "ok": True}]
     assert vllm_probe.problems(checks) == ["_is_fa4_supported(): expected (True, None), got (False, 'only 9.x')"]
+
+
+def test_expect_fa2_native_is_judged():
+    raw = {"shim_loaded": True, "shim_status": {"finder_installed": True}, "capability": None, "errors": {}}
+    report = vllm_probe.summarize(raw)
+    report["fa2_library"] = {"available": True, "sass_archs": ["sm_80"], "ptx_archs": ["sm_80"], "native": False}
+    checks = vllm_probe.judge(raw, report, expect_fa2_native=True)
+    assert "FA2 library has native sm_12x code: expected True, got False" in vllm_probe.problems(checks)
+    assert not any("FA2" in c["check"] for c in vllm_probe.judge(raw, report))
