@@ -36,6 +36,16 @@ options:
     description: Seconds between two C(/health) requests while waiting.
     type: float
     default: 2.0
+  systemd_unit:
+    description:
+      - The systemd unit that runs the server. While waiting, the module also reads its state and stops waiting early
+        when the unit is C(failed) or C(inactive), or when it has restarted more than O(allowed_restarts) times since the
+        wait began (the server crashed while loading), instead of waiting for O(wait_timeout) to run out.
+    type: str
+  allowed_restarts:
+    description: Restarts of O(systemd_unit) tolerated while waiting.
+    type: int
+    default: 0
   smoke:
     description: Whether to send the smoke chat completion once C(/health) answers 200.
     type: bool
@@ -103,6 +113,11 @@ health_error:
   description: Why the last C(/health) request was not a 200 (connection refused, HTTP 503, ...), V(null) when healthy.
   returned: always
   type: str
+unit_state:
+  description: State of O(systemd_unit) when the wait ended (V(null) without O(systemd_unit)).
+  returned: always
+  type: dict
+  sample: {ActiveState: active, SubState: running, NRestarts: "0"}
 waited_s:
   description: Seconds spent waiting for C(/health).
   returned: always
@@ -170,15 +185,51 @@ def http(method, url, timeout, body=None, headers=None):
     return status, payload, "HTTP %d" % status + (": " + text[:300] if text else "")
 
 
-def wait_healthy(url, wait_timeout, interval, request_timeout, clock=time.monotonic, sleep=time.sleep):
+def unit_state(module, unit):
+    """ActiveState, SubState and NRestarts of a systemd unit, or None when systemctl cannot tell."""
+    systemctl = module.get_bin_path("systemctl")
+    if not systemctl:
+        return None
+    rc, out, _ = module.run_command([systemctl, "show", "--property=ActiveState,SubState,NRestarts", unit],
+                                    environ_update={"LC_ALL": "C"})
+    if rc != 0:
+        return None
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def unit_gave_up(state, first, allowed_restarts):
+    """Why waiting is pointless (the unit died or keeps crashing), or None."""
+    if not state:
+        return None
+    if state.get("ActiveState") in ("failed", "inactive"):
+        return "the unit is %s (%s)" % (state.get("ActiveState"), state.get("SubState"))
+    try:
+        restarts = int(state.get("NRestarts", "0")) - int((first or {}).get("NRestarts", "0"))
+    except ValueError:
+        return None
+    if restarts > allowed_restarts:
+        return "the unit restarted %d time(s) while loading (it crashed; allowed: %d)" % (restarts, allowed_restarts)
+    return None
+
+
+def wait_healthy(module, url, wait_timeout, interval, request_timeout, clock=time.monotonic, sleep=time.sleep):
+    """Returns (healthy, last status, last error, seconds waited, unit state)."""
+    unit = module.params["systemd_unit"]
     start = clock()
+    first = unit_state(module, unit) if unit else None
+    state = first
     while True:
         status, _, error = http("GET", url + "/health", min(request_timeout, 10))
         waited = round(clock() - start, 1)
         if status == 200:
-            return True, status, None, waited
+            return True, status, None, waited, state
+        if unit:
+            state = unit_state(module, unit)
+            gave_up = unit_gave_up(state, first, module.params["allowed_restarts"])
+            if gave_up:
+                return False, status, "%s; %s" % (error, gave_up), waited, state
         if clock() - start + interval > wait_timeout:
-            return False, status, error, waited
+            return False, status, error, waited, state
         sleep(interval)
 
 
@@ -227,7 +278,7 @@ def smoke_test(params, clock=time.monotonic):
 
 def summarise(url, healthy, health_error, waited, smoke, wait_timeout):
     if not healthy:
-        return "%s/health did not answer 200 within %d s (last: %s)" % (url, wait_timeout, health_error)
+        return "%s/health did not answer 200 (waited %.0f of %d s; last: %s)" % (url, waited, wait_timeout, health_error)
     if not smoke["ran"]:
         return "%s/health answered 200" % url
     if smoke["passed"]:
@@ -245,6 +296,8 @@ def main():
             api_key=dict(type="str", no_log=True),
             wait_timeout=dict(type="int", default=0),
             wait_interval=dict(type="float", default=2.0),
+            systemd_unit=dict(type="str"),
+            allowed_restarts=dict(type="int", default=0),
             smoke=dict(type="bool", default=False),
             model=dict(type="str"),
             question=dict(type="str", default="What is the capital of France? Answer with one word."),
@@ -267,14 +320,14 @@ def main():
     if not params["expected"].strip():
         module.fail_json(msg="expected=%r: the known answer must not be empty" % params["expected"])
 
-    healthy, status, health_error, waited = wait_healthy(url, params["wait_timeout"], params["wait_interval"],
-                                                         params["request_timeout"])
+    healthy, status, health_error, waited, state = wait_healthy(module, url, params["wait_timeout"],
+                                                                params["wait_interval"], params["request_timeout"])
     smoke = {"ran": False, "passed": False, "error": None if healthy else "skipped: the server is not healthy"}
     if healthy and params["smoke"]:
         smoke = smoke_test(params)
     passed = healthy and (smoke["passed"] or not params["smoke"])
     module.exit_json(changed=False, url=url, healthy=healthy, health_status=status, health_error=health_error,
-                     waited_s=waited, smoke=smoke, passed=passed,
+                     waited_s=waited, unit_state=state, smoke=smoke, passed=passed,
                      msg=summarise(url, healthy, health_error, waited, smoke, params["wait_timeout"]))
 
 

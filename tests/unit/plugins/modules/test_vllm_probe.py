@@ -58,13 +58,30 @@ def stand_in(tmp_path):
         proc.wait(timeout=10)
 
 
-def run_module(tmp_path, args, check_mode=False):
+def fake_systemctl(tmp_path, states):
+    """A systemctl stand-in printing the given `systemctl show` answers in turn (the last one repeats)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    for index, state in enumerate(states):
+        (tmp_path / ("state-%d" % index)).write_text("".join("%s=%s\n" % kv for kv in state.items()))
+    script = bindir / "systemctl"
+    script.write_text("#!/bin/sh\n"
+                      "n=$(cat %(d)s/count 2>/dev/null || echo 0)\n"
+                      "f=%(d)s/state-$n; [ -f \"$f\" ] || f=%(d)s/state-%(last)d\n"
+                      "echo $((n + 1)) > %(d)s/count\n"
+                      "echo \"$*\" >> %(d)s/calls\n"
+                      "cat \"$f\"\n" % {"d": tmp_path, "last": len(states) - 1})
+    script.chmod(0o755)
+    return bindir
+
+
+def run_module(tmp_path, args, check_mode=False, path="/usr/bin:/bin"):
     argsfile = tmp_path / "args.json"
     payload = dict(args)
     if check_mode:
         payload["_ansible_check_mode"] = True
     argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(COLLECTIONS)}
+    env = {"PATH": path, "PYTHONPATH": str(COLLECTIONS)}
     proc = subprocess.run([sys.executable, str(MODULE), str(argsfile)], capture_output=True, text=True, env=env,
                           check=False, timeout=120)
     assert proc.stdout, proc.stderr
@@ -125,7 +142,34 @@ def test_never_healthy_times_out_with_the_last_status(tmp_path, stand_in):
     assert result["healthy"] is False and result["passed"] is False
     assert result["health_status"] == 503
     assert result["smoke"]["ran"] is False
-    assert result["msg"] == "%s/health did not answer 200 within 2 s (last: HTTP 503)" % url
+    assert result["msg"].startswith("%s/health did not answer 200 (waited " % url)
+    assert result["msg"].endswith(" of 2 s; last: HTTP 503)")
+    assert result["unit_state"] is None
+
+
+def test_stops_waiting_when_the_unit_has_failed(tmp_path):
+    """Nothing listens and systemctl (a stand-in) says the unit failed: the wait ends at once, not after 600 s."""
+    bindir = fake_systemctl(tmp_path, [{"ActiveState": "activating", "SubState": "start", "NRestarts": "0"},
+                                       {"ActiveState": "failed", "SubState": "failed", "NRestarts": "0"}])
+    url = "http://127.0.0.1:%d" % free_port()
+    result = run_module(tmp_path, {"url": url, "wait_timeout": 600, "wait_interval": 0.1, "systemd_unit": "vllm.service"},
+                        path="%s:/usr/bin:/bin" % bindir)
+    assert result["healthy"] is False
+    assert "the unit is failed (failed)" in result["health_error"]
+    assert result["unit_state"]["ActiveState"] == "failed"
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0] == "show --property=ActiveState,SubState,NRestarts vllm.service" and len(calls) == 2
+
+
+def test_stops_waiting_when_the_unit_keeps_crashing(tmp_path):
+    bindir = fake_systemctl(tmp_path, [{"ActiveState": "activating", "SubState": "start", "NRestarts": "3"},
+                                       {"ActiveState": "activating", "SubState": "auto-restart", "NRestarts": "3"},
+                                       {"ActiveState": "activating", "SubState": "start", "NRestarts": "4"}])
+    url = "http://127.0.0.1:%d" % free_port()
+    args = {"url": url, "wait_timeout": 600, "wait_interval": 0.1, "systemd_unit": "vllm.service"}
+    result = run_module(tmp_path, args, path="%s:/usr/bin:/bin" % bindir)
+    assert result["healthy"] is False
+    assert "the unit restarted 1 time(s) while loading (it crashed; allowed: 0)" in result["health_error"]
 
 
 def test_nothing_listening(tmp_path):
