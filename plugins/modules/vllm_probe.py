@@ -26,7 +26,7 @@ options:
     type: str
     required: true
   api_key:
-    description: API key sent as C(Authorization: Bearer ...) on the C(/v1) request. Never logged.
+    description: "API key sent as C(Authorization: Bearer ...) on the C(/v1) request. Never logged."
     type: str
   wait_timeout:
     description: Seconds to keep asking C(/health) until it answers 200. V(0) asks once.
@@ -67,8 +67,8 @@ options:
     default: 64
   extra_body:
     description:
-      - Extra fields merged into the smoke request body, for example
-        V({"chat_template_kwargs": {"enable_thinking": false}}) for a model that thinks before it answers.
+      - "Extra fields merged into the smoke request body, for example
+        V({\"chat_template_kwargs\": {\"enable_thinking\": false}}) for a model that thinks before it answers."
     type: dict
     default: {}
   request_timeout:
