@@ -173,12 +173,23 @@ def test_report_reads_backend_and_fa_version_from_the_journal(results):
     assert report["attention_backend"] == "TRITON_ATTN" and report["fa_version"] == "unknown"
 
 
-def test_check_mode_of_the_converged_host_changes_nothing(host):
-    unit_before = host.file("/etc/systemd/system/vllm.service").sha256sum
+def check_mode_run(*extra):
     env = dict(os.environ, ANSIBLE_NOCOLOR="1")
     proc = subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(SCENARIO / "converge.yml"),
-                           "--check"], capture_output=True, text=True, env=env, check=False, timeout=600)
+                           "--check", *extra], capture_output=True, text=True, env=env, check=False, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     recap = [line for line in proc.stdout.splitlines() if line.startswith(HOST + " ") and "changed=" in line]
-    assert recap and "changed=0" in recap[-1] and "failed=0" in recap[-1], proc.stdout
-    assert host.file("/etc/systemd/system/vllm.service").sha256sum == unit_before
+    assert recap and "failed=0" in recap[-1], proc.stdout
+    return recap[-1]
+
+
+def test_check_mode_reports_changes_and_makes_none(host):
+    """Check mode on the converged host with a changed setting: the env files and the restarts are reported
+    as changed, but no file changes and no server restarts. (Unchanged settings: the idempotence step.)"""
+    files = ["/etc/systemd/system/vllm.service", "/etc/dgxspark/vllm.env", "/etc/dgxspark/vllm-gptoss.env"]
+    before = {path: host.file(path).sha256sum for path in files}
+    started = host.check_output("systemctl show --property=ActiveEnterTimestamp --value vllm.service")
+    recap = check_mode_run("-e", '{"vllm_server_logging_level": "DEBUG"}')
+    assert "changed=0" not in recap, recap
+    assert {path: host.file(path).sha256sum for path in files} == before
+    assert host.check_output("systemctl show --property=ActiveEnterTimestamp --value vllm.service") == started
