@@ -33,6 +33,7 @@ CASES = {
                          "vllm_server_args": {"port": 9000, "bad name!": 1}}),
     "badenv": ("main", {"vllm_server_service_name": "vllm-badenv", "vllm_server_port": 8107,
                         "vllm_server_environment": {"HF_HOME": "/x", "OK_NAME": "a\nb"}}),
+    "badunit": ("main", {"vllm_server_service_name": "vllm-badunit", "vllm_server_port": 8108, "vllm_server_restart_sec": -1}),
     "report-vllm": ("report", {"vllm_server_model": "Qwen/Qwen3.5-27B"}),
     "report-gptoss": ("report", {"vllm_server_model": "openai/gpt-oss-120b", "vllm_server_service_name": "vllm-gptoss"}),
 }
@@ -55,7 +56,8 @@ PLAY = """
         - name: Record the failure
           ansible.builtin.copy:
             dest: {out}/{name}.failure.json
-            content: "{{{{ {{'task': ansible_failed_task.name, 'msg': ansible_failed_result.msg}} | to_json }}}}"
+            content: "{{{{ {{'task': ansible_failed_task.name, 'msg': ansible_failed_result.msg,
+                         'stdout': ansible_failed_result.stdout | default('')}} | to_json }}}}"
             mode: "0644"
           delegate_to: localhost
           become: false
@@ -159,6 +161,16 @@ def test_environment_the_role_owns_and_line_breaks_are_refused(host, results):
     assert "values with a line break in OK_NAME" in failure["msg"]
     assert "variables the role writes itself: HF_HOME (set vllm_server_hf_home)" in failure["msg"]
     assert not host.file("/etc/dgxspark/vllm-badenv.env").exists
+
+
+def test_unit_that_systemd_rejects_is_not_installed(host, results):
+    """RestartSec=-1 passes the role's own checks; systemd-analyze verify catches it before install."""
+    failure = failure_of(results, "badunit")
+    assert failure["task"] == "Write the systemd unit, validated with systemd-analyze verify first"
+    assert failure["msg"] == "failed to validate"
+    assert "/vllm-badunit.service:" in failure["stdout"] and "Failed to parse sec value, ignoring: -1" in failure["stdout"]
+    assert not host.file("/etc/systemd/system/vllm-badunit.service").exists
+    assert not host.file("/etc/dgxspark/vllm-badunit.env").exists
 
 
 def test_report_reads_backend_and_fa_version_from_the_journal(results):
