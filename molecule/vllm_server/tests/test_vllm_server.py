@@ -142,8 +142,8 @@ def test_listen_addresses(host):
 def test_drop_caches_ran_as_root_before_each_start(host):
     calls = host.file("/run/dgxspark-drop-caches.calls").content_string.splitlines()
     # One start of vllm.service (converge; idempotence restarted nothing); only that unit asks for it.
-    assert calls == ["uid=0 args=--wait-available 50%"]
-    assert "ExecStartPre=+-/usr/local/sbin/dgxspark-drop-caches '--wait-available' '50%%'" in \
+    assert calls == ["uid=0 args=--min-available-mib 1024 --optional"]
+    assert "ExecStartPre=+-/usr/local/sbin/dgxspark-drop-caches '--min-available-mib' '1024' '--optional'" in \
         host.file("/etc/systemd/system/vllm.service").content_string
 
 
