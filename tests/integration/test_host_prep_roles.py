@@ -304,22 +304,33 @@ def stand_in_wheel(path: Path, version: str) -> str:
     return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
+WHEEL_TAGS = {"x86_64": "manylinux_2_17_x86_64.manylinux2014_x86_64", "aarch64": "manylinux_2_28_aarch64"}
+
+
+def wheel_name(version: str, arch: str = ARCH) -> str:
+    return "uv-%s-py3-none-%s.whl" % (version, WHEEL_TAGS[arch])
+
+
 @pytest.fixture()
 def mirror(tmp_path):
-    """A PEP 503 simple index on 127.0.0.1 with relative links, like a plain directory mirror."""
+    """A PEP 503 simple index on 127.0.0.1 with relative links, like a plain directory mirror.
+
+    It lists 9.9.1 and 9.9.2 for x86_64 (manylinux_2_17 tag) and aarch64 (manylinux_2_28 tag, as uv 0.13.8 has),
+    plus musllinux-only wheels the role must not pick. 9.9.2 is listed with a digest that is not its own.
+    """
     root = tmp_path / "mirror"
     (root / "packages").mkdir(parents=True)
     (root / "simple" / "uv").mkdir(parents=True)
     links = []
     shas = {}
     for version in ("9.9.1", "9.9.2"):
-        name = "uv-%s-py3-none-manylinux_2_17_%s.manylinux2014_%s.whl" % (version, ARCH, ARCH)
-        shas[version] = stand_in_wheel(root / "packages" / name, version)
-        # 9.9.2 is listed with a digest that is not its own: a mirror that lies.
-        digest = shas[version] if version == "9.9.1" else "0" * 64
-        links.append('<a href="../../packages/%s#sha256=%s">%s</a><br/>' % (name, digest, name))
-        links.append('<a href="../../packages/uv-%s-py3-none-musllinux_1_1_%s.whl#sha256=%s">musl</a><br/>'
-                     % (version, ARCH, "1" * 64))
+        for arch in WHEEL_TAGS:
+            name = wheel_name(version, arch)
+            shas[(version, arch)] = stand_in_wheel(root / "packages" / name, version)
+            digest = shas[(version, arch)] if version == "9.9.1" else "0" * 64
+            links.append('<a href="../../packages/%s#sha256=%s">%s</a><br/>' % (name, digest, name))
+            links.append('<a href="../../packages/uv-%s-py3-none-musllinux_1_1_%s.whl#sha256=%s">musl</a><br/>'
+                         % (version, arch, "1" * 64))
     (root / "simple" / "uv" / "index.html").write_text("<html><body>%s</body></html>" % "\n".join(links))
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     handler.log_message = lambda *a, **k: None
@@ -348,7 +359,7 @@ def test_uv_from_a_mirror_then_idempotent_then_a_lying_mirror_then_a_file_then_a
     rc, out = run_playbook(tmp_path, uv_play(tmp_path, uv_version="9.9.1", uv_index_url=mirror["url"]))
     assert rc == 0, out["text"]
     assert uv_version(tmp_path) == "9.9.1"
-    assert (tmp_path / "cache" / ("uv-9.9.1-py3-none-manylinux_2_17_%s.manylinux2014_%s.whl" % (ARCH, ARCH))).is_file()
+    assert (tmp_path / "cache" / wheel_name("9.9.1")).is_file()
 
     rc, out = run_playbook(tmp_path, uv_play(tmp_path, uv_version="9.9.1", uv_index_url=mirror["url"]))
     assert rc == 0 and recap(out)["changed"] == 0, out["text"]
@@ -356,9 +367,9 @@ def test_uv_from_a_mirror_then_idempotent_then_a_lying_mirror_then_a_file_then_a
 
     # The mirror lists 9.9.2 with a wrong digest: refused, and the installed uv stays.
     rc, out = run_playbook(tmp_path, uv_play(tmp_path, uv_version="9.9.2", uv_index_url=mirror["url"],
-                                             uv_checksum="sha256:" + mirror["shas"]["9.9.2"]))
+                                             uv_checksum="sha256:" + mirror["shas"][("9.9.2", ARCH)]))
     assert rc == 2, out["text"]
-    assert said(out, "the index publishes sha256 '%s', expected '%s' (uv_checksum)" % ("0" * 64, mirror["shas"]["9.9.2"]))
+    assert said(out, "the index publishes sha256 '%s', expected '%s' (uv_checksum)" % ("0" * 64, mirror["shas"][("9.9.2", ARCH)]))
     assert said(out, "tampered mirror")
     assert uv_version(tmp_path) == "9.9.1"
 
@@ -379,6 +390,23 @@ def test_uv_from_a_mirror_then_idempotent_then_a_lying_mirror_then_a_file_then_a
     assert rc == 0 and recap(out)["changed"] == 2, out["text"]  # the binaries (one loop) and the cache
     assert not (tmp_path / "bin" / "uv").exists() and not (tmp_path / "bin" / "uvx").exists()
     assert not (tmp_path / "cache").exists()
+
+
+def test_uv_picks_the_wheel_of_the_hosts_architecture(tmp_path, mirror):
+    """The host's architecture fact is set by the play (the files inside the wheels are stand-ins)."""
+    def with_arch(arch):
+        plays = uv_play(tmp_path, uv_version="9.9.1", uv_index_url=mirror["url"])
+        plays[0]["pre_tasks"] = [{"name": "Pretend to be " + arch,
+                                  "ansible.builtin.set_fact": {"architecture": arch, "cacheable": True}}]
+        return plays
+
+    rc, out = run_playbook(tmp_path, with_arch("aarch64"))
+    assert rc == 0, out["text"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [wheel_name("9.9.1", "aarch64")]
+
+    rc, out = run_playbook(tmp_path, with_arch("ppc64le"), "-e", "uv_install_dir=%s" % (tmp_path / "other"))
+    assert rc == 2, out["text"]
+    assert said(out, "localhost: architecture ppc64le is not supported by this role; expected one of x86_64, aarch64")
 
 
 def test_uv_url_source_needs_a_checksum(tmp_path):
