@@ -47,12 +47,14 @@ options:
     description: The fa2_native manifest of the installed library, whose recorded pin is reused for the same nightly.
     type: path
   target_archs:
-    description: Target archs, used only to fingerprint O(source_dir).
+    description:
+      - Target archs (V(12.1), V(8.0); a trailing V(a) is dropped), checked and returned normalised in RV(target_archs).
+      - Each must be 8.0 or newer (FA2's minimum). Also used to fingerprint O(source_dir).
     type: list
     elements: str
-    default: []
+    required: true
   ptx:
-    description: Whether PTX is asked for, used only to fingerprint O(source_dir).
+    description: Whether PTX is asked for (RV(fa2_archs)); also used to fingerprint O(source_dir).
     type: bool
     default: false
   cuda_version:
@@ -109,6 +111,17 @@ repository:
   description: The C(GIT_REPOSITORY) named by vLLM's cmake file (nightlies only), else V(null).
   returned: success
   type: str
+target_archs:
+  description: O(target_archs) normalised, unique and sorted by version.
+  returned: success
+  type: list
+  elements: str
+  sample: ["8.0", "12.1"]
+fa2_archs:
+  description: The FA2 arch list the build must configure (C(FA2_ARCHS:) of cmake), joined by C(;).
+  returned: success
+  type: str
+  sample: "8.0;12.1"
 """
 
 import json
@@ -120,6 +133,8 @@ from ansible.module_utils.urls import open_url
 from ansible_collections.dgxspark.vllm.plugins.module_utils.fa2_source import (
     Fa2SourceError,
     commit_for_release,
+    desired_fa2_list,
+    normalize_archs,
     parse_git_tag,
     parse_vllm_version,
     patch_cmakelists,
@@ -183,7 +198,7 @@ def main():
             cmake_url=dict(type="str", default="https://raw.githubusercontent.com/vllm-project/vllm/{commit}"
                                               "/cmake/external_projects/vllm_flash_attn.cmake"),
             manifest_path=dict(type="path"),
-            target_archs=dict(type="list", elements="str", default=[]),
+            target_archs=dict(type="list", elements="str", required=True),
             ptx=dict(type="bool", default=False),
             cuda_version=dict(type="str", default="13.0"),
             timeout=dict(type="int", default=30),
@@ -194,6 +209,16 @@ def main():
     params = module.params
     result = dict(changed=False, kind=None, commit=None, detail=None, source_dir=None, fingerprint=None,
                   git_head=None, repository=None)
+    try:
+        targets = normalize_archs(params["target_archs"])
+    except Fa2SourceError as exc:
+        module.fail_json(msg="target_archs=%s: %s" % (params["target_archs"], exc))
+    too_old = [arch for arch in targets if int(arch.split(".")[0]) < 8]
+    if too_old:
+        module.fail_json(msg="target_archs=%s: FA2 needs compute capability 8.0 or newer, got %s" % (
+            params["target_archs"], ", ".join(too_old)))
+    result["target_archs"] = targets
+    result["fa2_archs"] = ";".join(desired_fa2_list(targets, params["ptx"]))
     if params["source_dir"]:
         local_tree(module, result)
         module.exit_json(**result)

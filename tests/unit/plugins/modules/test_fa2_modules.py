@@ -116,25 +116,35 @@ def server():
 
 
 def test_source_release_from_table(tmp_path):
-    result = run("fa2_source", tmp_path, {"vllm_version": "0.33.0"})
+    result = run("fa2_source", tmp_path, {"target_archs": ["12.1"], "vllm_version": "0.33.0"})
     assert result["changed"] is False
     assert result["kind"] == "table" and result["commit"] == "b273a02621d3c94bc747df67204f591b67f38fae"
+    assert result["target_archs"] == ["12.1"] and result["fa2_archs"] == "12.1"
+
+
+def test_source_normalises_and_checks_target_archs(tmp_path):
+    ok = run("fa2_source", tmp_path, {"vllm_version": "0.33.0", "target_archs": ["12.1a", "8.0", "12.1"], "ptx": True})
+    assert ok["target_archs"] == ["8.0", "12.1"] and ok["fa2_archs"] == "8.0;12.1+PTX"
+    old = run("fa2_source", tmp_path, {"vllm_version": "0.33.0", "target_archs": ["7.5", "12.1"]})
+    assert old["failed"] is True and "8.0 or newer, got 7.5" in old["msg"]
+    bad = run("fa2_source", tmp_path, {"vllm_version": "0.33.0", "target_archs": ["sm_121"]})
+    assert bad["failed"] is True and "'sm_121'" in bad["msg"]
 
 
 def test_source_user_commit_wins(tmp_path):
-    result = run("fa2_source", tmp_path, {"vllm_version": "0.33.0", "commit": "abc1234"})
+    result = run("fa2_source", tmp_path, {"target_archs": ["12.1"], "vllm_version": "0.33.0", "commit": "abc1234"})
     assert result["kind"] == "user" and result["commit"] == "abc1234"
 
 
 def test_source_unknown_release_asks_for_a_commit(tmp_path):
-    result = run("fa2_source", tmp_path, {"vllm_version": "0.99.0"})
+    result = run("fa2_source", tmp_path, {"target_archs": ["12.1"], "vllm_version": "0.99.0"})
     assert result["failed"] is True
     assert "vLLM 0.99.0 is not in the flash-attention pin table" in result["msg"]
     assert "fa2_native_commit" in result["msg"]
 
 
 def test_source_nightly_reads_the_pin_over_http(tmp_path, server):
-    result = run("fa2_source", tmp_path, {"vllm_version": "0.33.1.dev5+g1a2b3c4d.cu130",
+    result = run("fa2_source", tmp_path, {"target_archs": ["12.1"], "vllm_version": "0.33.1.dev5+g1a2b3c4d.cu130",
                                           "cmake_url": server + "/good/{commit}/vllm_flash_attn.cmake"})
     assert result["kind"] == "nightly"
     assert result["commit"] == "0123456789abcdef0123456789abcdef01234567"
@@ -144,7 +154,7 @@ def test_source_nightly_reads_the_pin_over_http(tmp_path, server):
 
 def test_source_nightly_unreachable_fails_naming_url_and_setting(tmp_path, server):
     url = server + "/missing/{commit}.cmake"
-    result = run("fa2_source", tmp_path, {"vllm_version": "0.33.1.dev5+g1a2b3c4d", "cmake_url": url})
+    result = run("fa2_source", tmp_path, {"target_archs": ["12.1"], "vllm_version": "0.33.1.dev5+g1a2b3c4d", "cmake_url": url})
     assert result["failed"] is True
     assert url.replace("{commit}", "1a2b3c4d") in result["msg"]
     assert "fa2_native_commit" in result["msg"] and "fa2_native_vllm_cmake_url" in result["msg"]
@@ -154,7 +164,7 @@ def test_source_nightly_reuses_the_recorded_pin_without_network(tmp_path):
     manifest = tmp_path / "lib.dgxspark.json"
     manifest.write_text(json.dumps({"key": {"vllm": "0.33.1.dev5+g1a2b3c4d", "fa_commit": "feedbeef"},
                                     "source": {"kind": "nightly"}}))
-    result = run("fa2_source", tmp_path, {"vllm_version": "0.33.1.dev5+g1a2b3c4d", "manifest_path": str(manifest),
+    result = run("fa2_source", tmp_path, {"target_archs": ["12.1"], "vllm_version": "0.33.1.dev5+g1a2b3c4d", "manifest_path": str(manifest),
                                           "cmake_url": "http://127.0.0.1:9/{commit}"})
     assert result["kind"] == "manifest" and result["commit"] == "feedbeef"
 
@@ -171,9 +181,9 @@ def test_source_local_tree_identity_survives_the_patch(tree, tmp_path):
 
 
 def test_source_local_tree_missing(tmp_path):
-    result = run("fa2_source", tmp_path, {"vllm_version": "0.33.0", "source_dir": str(tmp_path / "nope")})
+    result = run("fa2_source", tmp_path, {"target_archs": ["12.1"], "vllm_version": "0.33.0", "source_dir": str(tmp_path / "nope")})
     assert result["failed"] is True and "does not exist on this host" in result["msg"]
-    named = run("fa2_source", tmp_path, {"vllm_version": "0.33.0", "source_dir": str(tmp_path / "nope"), "commit": "abc"})
+    named = run("fa2_source", tmp_path, {"target_archs": ["12.1"], "vllm_version": "0.33.0", "source_dir": str(tmp_path / "nope"), "commit": "abc"})
     assert named["commit"] == "abc"
 
 
