@@ -104,3 +104,20 @@ def test_nvcc_version():
 def test_version_tuple_orders_toolkits():
     assert gpu.version_tuple("13.0") > gpu.version_tuple("12.9")
     assert gpu.version_tuple("13.0.88") >= gpu.version_tuple("13.0")
+
+
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[3] / "fixtures" / "nvidia-smi"
+
+
+def test_output_captured_on_a_real_h200_machine():
+    """Captured 2026-11-21 on the device machine with
+    `nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total,uuid --format=csv,noheader,nounits`
+    and `nvcc --version` (the query built from gpu.query_args())."""
+    (entry,) = gpu.parse_gpu_query((FIXTURES / "h200-2026-11-21.csv").read_text())
+    assert entry["name"] == "NVIDIA H200"
+    assert entry["compute_capability"] == "9.0" and entry["torch_cuda_arch"] == "9.0a"
+    assert entry["memory_total_mib"] == 143771
+    assert entry["driver_version"] == "580.159.04"
+    assert entry["uuid"] == "GPU-2f82da84-b6a5-7849-fd1f-d628b72768f0"
+    toolkit = gpu.parse_nvcc_version((FIXTURES / "nvcc-13.0-h200-2026-11-21.txt").read_text())
+    assert toolkit == {"version": "13.0", "build": "13.0.88"}
