@@ -162,6 +162,7 @@ def test_clone_mode_builds_from_the_mirror_with_only_the_cutlass_submodule(world
     assert re.search(r"^-\S+ csrc/composable_kernel$", status, re.M), status
     assert re.search(r"^ \S+ csrc/cutlass ", status, re.M), status
     assert re.search(r"FA2 build (step \d+/\d+|starting)", result["out"]), "progress is reported"
+    assert "stock library %s: PTX-only for sm_121" % (libdir / LIB) in result["out"]
     assert "log: %s" % (clone_host["tmp"] / "work" / "logs") in result["out"]
     assert listing(libdir) == ["__init__.py", LIB, LIB + ".dgxspark.json", LIB + ".stock"]
 
@@ -228,7 +229,9 @@ def test_prebuilt_library_is_verified_and_installed_without_building(world, tmp_
 
     ptx_only = play(world, tmp_path, dict(variables, fa2_native_prebuilt=str(world["stock"])))
     assert ptx_only["rc"] != 0
-    assert "has SASS sm_80 and PTX sm_80; expected SASS for 12.1 and no PTX" in ptx_only["out"]
+    assert "PTX-only for sm_121" in ptx_only["out"]
+    assert "no SASS for sm_121 (target 12.1); SASS present: sm_80" in ptx_only["out"]
+    assert "PTX present (sm_80) but PTX was not asked for" in ptx_only["out"]
     assert listing(libdir) == ["__init__.py", LIB] and sha(libdir / LIB) == sha(world["stock"])
 
     wrong = play(world, tmp_path, dict(variables, fa2_native_prebuilt=str(built), fa2_native_prebuilt_sha256="0" * 64))

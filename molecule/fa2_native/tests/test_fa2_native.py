@@ -51,16 +51,18 @@ def test_library_in_place_is_the_one_in_the_manifest(host):
 
 
 def test_new_library_has_sm_121_sass_and_no_ptx(host):
-    result = host.ansible("dgxspark.vllm.cuda_fatbin_info", "path=%s/%s" % (libdir(host), LIB), check=True)
+    result = host.ansible("dgxspark.vllm.cuda_fatbin_info", "path=%s/%s target_archs=12.1" % (libdir(host), LIB), check=True)
     assert result["sass_archs"] == ["sm_121"]
     assert result["ptx_archs"] == []
+    assert result["problems"] == []
 
 
 def test_stock_library_is_kept_beside_it(host):
     stock = libdir(host) + "/" + LIB + ".stock"
     assert host.file(stock).sha256sum == host.file("/root/stock.sha256").content_string.strip()
-    result = host.ansible("dgxspark.vllm.cuda_fatbin_info", "path=%s" % stock, check=True)
+    result = host.ansible("dgxspark.vllm.cuda_fatbin_info", "path=%s target_archs=12.1" % stock, check=True)
     assert result["sass_archs"] == ["sm_80"] and result["ptx_archs"] == ["sm_80"]
+    assert result["summary"].startswith("PTX-only for sm_121")
 
 
 def test_nothing_half_written_or_left_over_beside_the_library(host):
