@@ -12,7 +12,9 @@ project's kernels as sm_80 SASS + compute_80 PTX). No GPU here (dgxspark_require
 * a new vLLM (pip put its own library back) means a new build;
 * a source whose configure collapses FA2_ARCHS to nothing is refused after configure;
 * no CUDA toolkit: a clear failure before anything is cloned;
-* a prebuilt library is verified and installed without building.
+* a prebuilt library is verified and installed without building;
+* a numerics gate that fails puts the previous library back and fails the host (a STAND-IN nvidia-smi
+  reports a GB10, so the role runs the gate; the stand-in venv has no torch, so the harness cannot pass).
 The tests run in file order and share the mirror, the fleet cache and the first venv.
 """
 
@@ -234,12 +236,29 @@ def test_prebuilt_library_is_verified_and_installed_without_building(world, tmp_
     assert "PTX present (sm_80) but PTX was not asked for" in ptx_only["out"]
     assert listing(libdir) == ["__init__.py", LIB] and sha(libdir / LIB) == sha(world["stock"])
 
-    wrong = play(world, tmp_path, dict(variables, fa2_native_prebuilt=str(built), fa2_native_prebuilt_sha256="0" * 64))
-    assert wrong["rc"] != 0 and "expected fa2_native_prebuilt_sha256=" + "0" * 64 in wrong["out"]
-
     result = play(world, tmp_path, dict(variables, fa2_native_prebuilt=str(built), fa2_native_prebuilt_sha256=sha(built)))
     assert result["rc"] == 0, result["out"][-3000:]
     assert sha(libdir / LIB) == sha(built)
     manifest = json.loads((libdir / (LIB + ".dgxspark.json")).read_text())
     assert manifest["source"]["kind"] == "prebuilt" and manifest["built_on"] is None
     assert not (tmp_path / "work" / "logs").exists(), "nothing was built"
+
+
+def test_failed_numerics_gate_restores_the_previous_library(world, tmp_path):
+    """With a GPU reported (stand-in nvidia-smi printing a GB10 line), the role runs fa2_numerics.py in the venv.
+    It cannot pass here (no torch, no GPU), which is exactly the failure path: the previous library must be back."""
+    built = next(world["cache"].glob("*/" + LIB))
+    libdir = make_venv(tmp_path / "venv", world["stock"])
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA GB10, 12.1, 580.95.05, [N/A], GPU-0b7c0a8e-0000-0000-0000-000000000000'\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    result = play(world, tmp_path, {"fa2_native_venv_path": str(tmp_path / "venv"), "fa2_native_work_dir": str(tmp_path / "work"),
+                                    "fa2_native_prebuilt": str(built), "dgxspark_require_gpu": True},
+                  path_env="%s:%s:/usr/local/bin:/usr/bin:/bin" % (fake, BIN))
+    assert result["rc"] != 0
+    assert "localhost: the numerics gate failed for %s" % (libdir / LIB) in result["out"]
+    assert "the previous library was put back" in result["out"]
+    assert "No module named 'torch'" in result["out"]
+    assert sha(libdir / LIB) == sha(world["stock"])
+    assert not (libdir / (LIB + ".dgxspark.json")).exists()
