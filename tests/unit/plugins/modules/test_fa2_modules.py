@@ -218,3 +218,12 @@ def test_library_module_errors_name_the_path(tmp_path):
     assert result["failed"] is True and str(lib) in result["msg"] and "no saved library" in result["msg"]
     bad = run("fa2_library", tmp_path, {"path": str(lib), "state": "snapshot", "slot": "../x"})
     assert bad["failed"] is True and "slot='../x'" in bad["msg"]
+
+
+@pytest.mark.parametrize("module", ["fa2_patch", "fa2_source", "fa2_library"])
+def test_ansible_doc_renders(module):
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "-t", "module", "dgxspark.vllm." + module],
+                          capture_output=True, text=True, check=False,
+                          env={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert "dgxspark.vllm." + module in proc.stdout and "RETURN VALUES" in proc.stdout
