@@ -195,7 +195,8 @@ def main():
             module.fail_json(msg="assume_capability=%r is not a compute capability of the form MAJOR.MINOR (e.g. 12.1)"
                              % assumed)
 
-    env = {"LC_ALL": "C", "PYTHONNOUSERSITE": "1"}
+    # Read-only: no .pyc files written into the venv (they would belong to whoever runs this module).
+    env = {"LC_ALL": "C", "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     env.update({str(k): str(v) for k, v in params["environment"].items()})
     argv = ["timeout", str(params["timeout"]), python, "-c", PROBE, probe_args(assumed)]
     if not module.get_bin_path("timeout"):

@@ -29,14 +29,25 @@ def test_site_packages_is_the_venvs(site):
 def test_shim_and_pth_are_in_site_packages(host, site):
     module = host.file(site + "/dgxspark_fa4_sm120_shim.py")
     pth = host.file(site + "/zzz_dgxspark_fa4_sm120.pth")
-    assert module.is_file and module.mode == 0o644 and module.user == "root"
+    assert module.is_file and module.mode == 0o644 and (module.user, module.group) == ("vllm", "vllm")
     assert module.content_string == (ROOT / "roles/fa4_shim/files/dgxspark_fa4_sm120_shim.py").read_text()
-    assert pth.is_file and pth.mode == 0o644
+    assert pth.is_file and pth.mode == 0o644 and pth.user == "vllm"
     lines = [line for line in pth.content_string.splitlines() if line.startswith("import")]
     assert lines == ['import dgxspark_fa4_sm120_shim; dgxspark_fa4_sm120_shim.install(kernel_dir="/srv/fa4-standin-kernel", '
                      'package_subdir="build/torch-cuda", revision="pre-staged", repo="SecondNatureComputing/flash-attn-4-sm120")']
     assert pth.content_string.startswith("#")
-    assert host.file(site + "/__pycache__/dgxspark_fa4_sm120_shim.cpython-311.pyc").is_file, "compiled at install"
+    pyc = host.file(site + "/__pycache__/dgxspark_fa4_sm120_shim.cpython-311.pyc")
+    assert pyc.is_file and pyc.user == "vllm", "compiled at install, as the venv's owner"
+
+
+def test_no_file_in_the_venv_belongs_to_root(host, site):
+    """The role runs as root: its installs, helper runs and probes must leave no root-owned file in a vllm-owned venv.
+
+    site-packages/__pycache__ itself may be root's: venv_facts runs the venv's Python as root before the role, and
+    Python then compiles what the seed's .pth imports (reported to the lead: venv_facts could set PYTHONDONTWRITEBYTECODE).
+    """
+    assert host.check_output("find %s -user root ! -type d" % VENV) == ""
+    assert host.check_output("find %s -user root -type d" % VENV) in ("", site + "/__pycache__")
 
 
 def test_the_venv_python_starts_with_the_shim_installed(host):
@@ -50,7 +61,9 @@ def test_the_venv_python_starts_with_the_shim_installed(host):
 def test_seed_files_are_gone_and_backed_up(host, site):
     for name in ("zzz_fa4_sm120_shim.pth", "fa4_sm120_shim.py", "sitecustomize.py"):
         assert not host.file(site + "/" + name).exists, name
-        assert host.file(VENV + "/.dgxspark/fa4_shim/seed-backup/" + name).is_file, name
+        stem = name.rsplit(".", 1)[0]
+        assert host.check_output("find %s/__pycache__ -name '%s.*.pyc'" % (site, stem)) == "", "compiled copy of " + name
+        assert host.file(VENV + "/.dgxspark-fa4_shim-seed-backup/" + name).is_file, name
 
 
 def test_packages_are_installed_without_moving_vllms(host):

@@ -45,6 +45,8 @@ RELEASES = {
 # others are above) and uv, whose binary the scenario's prepare step takes out of its wheel.
 ROLE_PACKAGES = ["kernels==0.17.2"]
 MOLECULE_NO_DEPS = ["uv==0.13.8"]
+# An older einops for test_role_packages.py: a package vLLM requires, installed at another version than asked.
+TEST_NO_DEPS = ["einops==0.8.1"]
 
 
 def _stamp(*parts):
@@ -71,7 +73,7 @@ def _pip(python, *args):
 
 def ensure_wheelhouse():
     """Fetch every wheel once (pip download skips the files already there)."""
-    want = _stamp(BASE, RELEASES, ROLE_PACKAGES, MOLECULE_NO_DEPS, FIND_LINKS)
+    want = _stamp(BASE, RELEASES, ROLE_PACKAGES, MOLECULE_NO_DEPS, TEST_NO_DEPS, FIND_LINKS)
     stamp = WHEELHOUSE / ".stamp"
     if stamp.is_file() and stamp.read_text() == want:
         return WHEELHOUSE
@@ -79,7 +81,7 @@ def ensure_wheelhouse():
     download = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", WHEELHOUSE,
                 "--only-binary=:all:"]
     _run(download + BASE + ROLE_PACKAGES)
-    _run(download + ["--no-deps"] + MOLECULE_NO_DEPS)
+    _run(download + ["--no-deps"] + MOLECULE_NO_DEPS + TEST_NO_DEPS)
     for spec in RELEASES.values():
         _run(download + ["--no-deps"] + spec["no_deps"])
         _run(download + spec["deps"])
