@@ -23,6 +23,7 @@ import testinfra
 ROOT = Path(__file__).resolve().parents[3]
 NAMES = ["dgxspark-fleet-1", "dgxspark-fleet-2", "dgxspark-fleet-3"]
 SNAPSHOT = "/var/lib/dgxspark/rollback/vllm"
+SHIM_SNAPSHOT = "/opt/vllm/venv/.dgxspark/fa4_shim/rollback/snapshot.json"
 
 
 def playbook(name, *extra):
@@ -56,7 +57,8 @@ def rollout(hosts, tmp_path_factory):
         assert arg(stand_in_state(h), "--max-num-seqs") == "4", "%s is not on release v1 before the rollout" % name
     reports = tmp_path_factory.mktemp("rollout")
     rc, out = playbook("rollout.yml", "-e", "dgxspark_report_dir=%s" % reports,
-                       "-e", '{"dgxspark_rollout_roles": ["vllm_server"], "dgxspark_rollout_vllm_verify": false}')
+                       "-e", '{"dgxspark_rollout_roles": ["vllm_server"], "dgxspark_rollout_snapshots": ["fa4_shim"], '
+                       '"dgxspark_rollout_vllm_verify": false}')
     summary = json.loads((reports / "rollout-summary.json").read_text())
     return rc, out, summary, (reports / "rollout-summary.md").read_text(), before
 
@@ -82,7 +84,7 @@ def test_summary_names_the_host_the_reason_and_the_restore(rollout):
                                        "http://127.0.0.1:8000/health did not answer 200"), failed["reason"]
     assert "last: HTTP 503" in failed["reason"]
     assert "Last 40 lines" not in failed["reason"]  # the journal stays in the play output, not the summary
-    assert failed["restore"] == ("restored vllm_server; vllm.service put back from %s, restarted: "
+    assert failed["restore"] == ("restored fa4_shim, vllm_server; vllm.service put back from %s, restarted: "
                                  "http://127.0.0.1:8000/health answered 200" % SNAPSHOT)
     assert outcome["dgxspark-fleet-1"]["status"] == "updated"
     assert outcome["dgxspark-fleet-1"]["attention_backend"] == "FLASH_ATTN"
@@ -105,13 +107,15 @@ def test_failing_host_is_back_on_the_previous_release_and_healthy(hosts, rollout
     assert "'--max-num-seqs' \\\n    '4'" in h.file("/etc/systemd/system/vllm.service").content_string
     assert h.service("vllm.service").is_running
     assert h.file(SNAPSHOT + "/state.json").exists
+    # fa4_shim's own snapshot entry point ran too (there was no shim: its snapshot records that).
+    assert json.loads(h.file(SHIM_SNAPSHOT).content_string)["files"] == []
 
 
 def test_host_after_the_stop_was_not_touched(hosts, rollout):
     h = hosts["dgxspark-fleet-3"]
     _, _, _, _, before = rollout
     assert arg(stand_in_state(h), "--max-num-seqs") == "4"
-    assert not h.file(SNAPSHOT).exists
+    assert not h.file(SNAPSHOT).exists and not h.file(SHIM_SNAPSHOT).exists
     assert h.check_output("systemctl show --property=ActiveEnterTimestamp --value vllm.service") == before["dgxspark-fleet-3"]
 
 
