@@ -238,7 +238,7 @@ class Library:
         if not info["manifest"] and os.path.exists(self.manifest):
             self._do("removed the manifest %s (the slot held vLLM's own library)" % self.manifest, remove, self.manifest)
 
-    def restore_stock(self, drop_slots=("previous",)):
+    def restore_stock(self, drop_slots=("previous", "rollback")):
         self.recover()
         cur = self.current()
         if os.path.isfile(self.stock):

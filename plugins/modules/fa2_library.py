@@ -21,7 +21,7 @@ description:
   - O(state=installed) copies O(src) in after checking its sha256 against O(sha256). The library it replaces
     goes to slot O(backup_slot), and, when it is vLLM's own (no manifest describes it), to C(<lib>.stock).
   - O(state=stock) puts vLLM's library back from C(<lib>.stock) and removes the manifest, the stock backup
-    and the C(previous) slot. When pip has since put a newer vLLM library in place, that one is kept.
+    and the C(previous) and C(rollback) slots. When pip has since put a newer vLLM library in place, that one is kept.
   - O(state=snapshot) saves the library in place (and its manifest) to O(slot); O(state=restored) puts it back.
   - O(state=info) only reports (RV(exists), RV(sha256), RV(manifest), RV(ours), RV(stock_exists)).
   - Supports check mode. Reports changed only when a file was (or would be) written or removed.

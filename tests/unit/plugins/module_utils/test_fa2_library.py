@@ -153,6 +153,7 @@ def test_new_vllm_library_from_pip_becomes_the_stock_backup(venv):
 
 def test_restore_stock_and_again(venv):
     install(venv)
+    fl.Library(str(venv["lib"])).save_slot("rollback")
     lib = fl.Library(str(venv["lib"]))
     lib.restore_stock()
     assert venv["lib"].read_bytes() == venv["stock_bytes"]
