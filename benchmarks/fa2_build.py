@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Benchmark: wall time and peak memory of building the FA2 target for one arch list against another.
+
+For each arch list (default "12.1" and "8.0;12.1") and each repetition, this copies the source tree,
+applies the fa2_native patch for that list (plugins/module_utils/fa2_source.py), configures with
+cmake (Ninja, Release) and builds the _vllm_fa2_C target only, while sampling memory from /proc:
+
+  * wall time of the build step (configure timed separately);
+  * peak RSS of the whole process tree (sum over cmake, ninja, nvcc, cicc, ptxas, ... at each sample);
+  * peak RSS of the largest single process (getrusage of the waited-for children, as /usr/bin/time -v shows).
+
+Default source: the test project (tests/fixtures/fa2_test_project), which needs no torch and has two
+tiny kernels, so its absolute times are small. On a Spark, point --source at a real flash-attention
+tree (e.g. <vllm>/.deps/vllm-flash-attn-src) and --python at the vLLM venv's python (torch is needed there).
+
+    python3 benchmarks/fa2_build.py                                   # test project, 3 runs each
+    python3 benchmarks/fa2_build.py --source ~/fa-src --python /opt/vllm/venv/bin/python --jobs 8 --runs 1
+
+Not a test: run by hand; prints a table and, with --json, a JSON line. Needs cmake >= 3.26, ninja, nvcc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins" / "module_utils"))
+import fa2_source  # noqa: E402  (plain functions, no Ansible needed)
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _children_map():
+    """{ppid: [pid, ...]} for every process, from /proc/<pid>/stat."""
+    tree = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            tree.setdefault(int(fields[1]), []).append(int(entry))
+        except (OSError, IndexError):
+            continue
+    return tree
+
+
+def _rss(pid):
+    try:
+        with open("/proc/%d/statm" % pid) as handle:
+            return int(handle.read().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class TreeSampler(threading.Thread):
+    """Samples the summed RSS of a process and all its descendants until stopped."""
+
+    def __init__(self, pid, interval=0.05):
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak, self.stop_flag = pid, interval, 0, threading.Event()
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            tree, todo, total = _children_map(), [self.pid], 0
+            while todo:
+                pid = todo.pop()
+                total += _rss(pid)
+                todo.extend(tree.get(pid, []))
+            self.peak = max(self.peak, total)
+            time.sleep(self.interval)
+
+
+# Runs the command and prints the largest max RSS (KiB) among its descendants (getrusage of the children).
+WRAPPER = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+           "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+
+
+def run_measured(argv, env, log):
+    """Run argv; return (seconds, peak tree RSS bytes, largest single descendant's max RSS bytes)."""
+    start = time.monotonic()
+    with open(log, "ab") as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-c", WRAPPER] + [str(a) for a in argv], stdout=out, stderr=err, env=env)
+        sampler = TreeSampler(proc.pid)
+        sampler.start()
+        rc = proc.wait()
+        sampler.stop_flag.set()
+        sampler.join()
+        err.seek(0)
+        lines = err.read().decode(errors="replace").splitlines()
+    seconds = time.monotonic() - start
+    with open(log, "a") as out:
+        out.write("\n".join(line for line in lines if not line.startswith("MAXRSS_KB")) + "\n")
+    if rc != 0:
+        raise SystemExit("%s failed (rc=%d); see %s" % (" ".join(map(str, argv)), rc, log))
+    maxrss = [int(line.split()[1]) for line in lines if line.startswith("MAXRSS_KB")]
+    return seconds, sampler.peak, maxrss[-1] * 1024 if maxrss else None
+
+
+def one_build(args, archs, workdir, index):
+    src = workdir / ("src-%d" % index)
+    build = workdir / ("build-%d" % index)
+    shutil.copytree(args.source, src, symlinks=True, ignore=shutil.ignore_patterns(".git", "build"))
+    text = (src / "CMakeLists.txt").read_text()
+    patched, info = fa2_source.patch_cmakelists(text, archs, args.cuda_version)
+    (src / "CMakeLists.txt").write_text(patched)
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(args.nvcc).parent), str(Path(args.cmake).parent),
+                                                 os.environ.get("PATH", "")]),
+               TORCH_CUDA_ARCH_LIST=";".join(archs))
+    log = workdir / ("build-%d.log" % index)
+    configure = [args.cmake, "-S", str(src), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
+                 "-DPython_EXECUTABLE=%s" % args.python, "-DCMAKE_CUDA_COMPILER=%s" % args.nvcc,
+                 "-DCUDA_ARCHS=%s" % ";".join(archs)]
+    configure_s, _, _ = run_measured(configure, env, log)
+    configured = [line.split("FA2_ARCHS:", 1)[1].strip() for line in log.read_text().splitlines() if "FA2_ARCHS:" in line]
+    if not configured or configured[-1] != ";".join(info["desired"]):
+        raise SystemExit("configure printed FA2_ARCHS %r, expected %s" % (configured, ";".join(info["desired"])))
+    build_s, tree_peak, largest = run_measured([args.cmake, "--build", str(build), "--target", "_vllm_fa2_C",
+                                                "-j", str(args.jobs)], env, log)
+    lib = next(build.glob("_vllm_fa2_C*.so"))
+    size = lib.stat().st_size
+    shutil.rmtree(build)
+    shutil.rmtree(src)
+    return {"configure_s": round(configure_s, 2), "build_s": round(build_s, 2), "tree_peak_mb": round(tree_peak / 1e6, 1),
+            "largest_process_mb": round(largest / 1e6, 1) if largest else None, "library_bytes": size}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default=str(ROOT / "tests" / "fixtures" / "fa2_test_project"))
+    parser.add_argument("--python", default=sys.executable, help="Python_EXECUTABLE for cmake (with torch for the real FA)")
+    parser.add_argument("--cmake", default=shutil.which("cmake") or "cmake")
+    parser.add_argument("--nvcc", default=shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc")
+    parser.add_argument("--cuda-version", default="13.0")
+    parser.add_argument("--archs", action="append", help="an arch list like 12.1 or 8.0,12.1 (repeatable)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    lists = [fa2_source.normalize_archs(a) for a in (args.archs or ["12.1", "8.0,12.1"])]
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="fa2-bench-") as tmp:
+        workdir = Path(tmp)
+        index = 0
+        for run in range(args.runs):
+            for archs in lists:            # interleaved, so that drift in machine load hits both alike
+                index += 1
+                row = one_build(args, archs, workdir, index)
+                results.setdefault(";".join(archs), []).append(row)
+                print("run %d  %-10s build %6.2f s  configure %5.2f s  tree peak %7.1f MB  largest process %s MB"
+                      % (run + 1, ";".join(archs), row["build_s"], row["configure_s"], row["tree_peak_mb"],
+                         row["largest_process_mb"]), flush=True)
+
+    summary = {}
+    for key, rows in results.items():
+        summary[key] = {"runs": len(rows),
+                        "build_s_median": statistics.median(r["build_s"] for r in rows),
+                        "build_s_all": [r["build_s"] for r in rows],
+                        "tree_peak_mb_max": max(r["tree_peak_mb"] for r in rows),
+                        "largest_process_mb_max": max((r["largest_process_mb"] or 0) for r in rows),
+                        "library_bytes": rows[-1]["library_bytes"]}
+    keys = list(summary)
+    print("\nsource %s, %d jobs, %d run(s) each, nvcc %s" % (args.source, args.jobs, args.runs, args.nvcc))
+    print("%-10s %14s %16s %22s %14s" % ("archs", "build median s", "tree peak MB", "largest process MB", "library bytes"))
+    for key in keys:
+        s = summary[key]
+        print("%-10s %14.2f %16.1f %22.1f %14d" % (key, s["build_s_median"], s["tree_peak_mb_max"],
+                                                   s["largest_process_mb_max"], s["library_bytes"]))
+    if len(keys) == 2:
+        ratio = summary[keys[0]]["build_s_median"] / summary[keys[1]]["build_s_median"]
+        print("build time %s / %s = %.2f" % (keys[0], keys[1], ratio))
+        summary["ratio_build_s"] = round(ratio, 3)
+    if args.json:
+        print(json.dumps({"source": args.source, "jobs": args.jobs, "results": results, "summary": summary}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Unit tests of module_utils/fa2_source.py: the arch-list model, the CMakeLists patch, the commit lookup.
+
+The CMakeLists texts are the test project's own (tests/fixtures/fa2_test_project), which carries
+flash-attention's lines verbatim, plus variants derived from it in each test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.dgxspark.vllm.plugins.module_utils import fa2_source as fs
+
+ROOT = Path(__file__).resolve().parents[4]
+FIXTURE = ROOT / "tests" / "fixtures" / "fa2_test_project"
+STOCK = (FIXTURE / "CMakeLists.txt").read_text()
+FA2_STOCK_LINE = 'cuda_archs_loose_intersection(FA2_ARCHS "8.0+PTX" "${CUDA_ARCHS}")'
+APPEND_13 = 'list(APPEND CUDA_SUPPORTED_ARCHS "10.0" "11.0" "12.0")'
+
+
+def only_fa2_line_changed(text=STOCK):
+    """The seed's first attempt: only the FA2 line edited."""
+    return text.replace(FA2_STOCK_LINE, 'cuda_archs_loose_intersection(FA2_ARCHS "8.0;12.1" "${CUDA_ARCHS}")')
+
+
+def both_changes(text=STOCK):
+    """The seed's step 3 (and upstream PR #196 in effect): FA2 line and 12.1 supported for CUDA >= 13."""
+    return only_fa2_line_changed(text).replace(APPEND_13, 'list(APPEND CUDA_SUPPORTED_ARCHS "10.0" "11.0" "12.0" "12.1")')
+
+
+# ---------------------------------------------------------------------------- the FACTS.md collapse table
+
+
+@pytest.mark.parametrize("text, target, expected", [
+    (STOCK, "12.1", ["8.0+PTX"]),
+    (STOCK, "8.0;12.1", ["8.0+PTX"]),
+    (only_fa2_line_changed(), "12.1", []),
+    (only_fa2_line_changed(), "8.0;12.1", ["8.0"]),
+    (both_changes(), "12.1", ["12.1"]),
+    (both_changes(), "8.0;12.1", ["8.0", "12.1"]),
+    (both_changes(), "12.1a", ["12.1"]),
+], ids=["stock-12.1", "stock-8.0;12.1", "fa2-line-only-12.1-EMPTY", "fa2-line-only-8.0;12.1", "both-12.1",
+        "both-8.0;12.1", "both-12.1a"])
+def test_collapse_table_of_facts_section_3(text, target, expected):
+    assert fs.simulate(text, target, "13.0")["fa2_archs"] == expected
+
+
+def test_the_target_collapses_to_12_0_when_12_1_is_not_supported():
+    assert fs.simulate(STOCK, "12.1", "13.0")["cuda_archs"] == ["12.0"]
+    assert fs.simulate(both_changes(), "12.1", "13.0")["cuda_archs"] == ["12.1"]
+
+
+@pytest.mark.parametrize("src, tgt, expected", [
+    (["8.0+PTX"], ["12.0"], ["8.0+PTX"]),
+    (["8.0"], ["12.0"], []),                       # SASS does not cross major versions
+    (["8.0", "8.6", "9.0"], ["8.9"], ["8.6"]),     # highest same-major arch below the target
+    (["9.0a"], ["9.0"], ["9.0a"]),                 # an 'a' arch needs its plain form as a target
+    (["9.0a"], ["12.1"], []),
+    (["8.0", "12.0"], ["12.1a"], ["12.0"]),        # a trailing 'a' on a target is ignored
+    (["8.0+PTX"], ["8.0", "12.0"], ["8.0+PTX"]),   # duplicates dropped
+    ([], ["12.1"], []),
+])
+def test_loose_intersection_model(src, tgt, expected):
+    assert fs.loose_intersection(src, tgt) == expected
+
+
+# ---------------------------------------------------------------------------- patching
+
+
+def test_patch_stock_for_12_1_makes_both_changes():
+    new, info = fs.patch_cmakelists(STOCK, ["12.1"], "13.0")
+    assert info["status"] == "patched"
+    assert info["before"] == ["8.0+PTX"] and info["after"] == ["12.1"] == info["desired"]
+    assert 'list(APPEND CUDA_SUPPORTED_ARCHS "10.0" "11.0" "12.0" "12.1")' in new
+    assert 'cuda_archs_loose_intersection(FA2_ARCHS "12.1" "${CUDA_ARCHS}")' in new
+    assert len(info["changes"]) == 2
+    # the CUDA 12.8 branch and everything else stay as they were
+    assert 'list(APPEND CUDA_SUPPORTED_ARCHS "10.0" "10.1" "12.0")' in new
+    assert len(new.splitlines()) == len(STOCK.splitlines())
+    changed = [a for a, b in zip(STOCK.splitlines(), new.splitlines()) if a != b]
+    assert len(changed) == 2
+
+
+def test_patch_is_idempotent():
+    once, _ = fs.patch_cmakelists(STOCK, ["8.0", "12.1"], "13.0")
+    twice, info = fs.patch_cmakelists(once, ["8.0", "12.1"], "13.0")
+    assert twice == once
+    assert info["status"] == "unchanged" and info["changes"] == []
+
+
+def test_seed_two_arch_list_is_one_setting_away():
+    new, info = fs.patch_cmakelists(STOCK, "8.0;12.1", "13.0")
+    assert info["after"] == ["8.0", "12.1"]
+    assert fs.simulate(new, "8.0;12.1", "13.0")["fa2_archs"] == ["8.0", "12.1"]
+
+
+def test_source_that_already_has_both_changes_is_left_alone():
+    text = both_changes()
+    new, info = fs.patch_cmakelists(text, ["12.1"], "13.0")
+    assert new == text and info["status"] == "unchanged" and info["after"] == ["12.1"]
+
+
+def test_pr196_style_source_with_its_own_wording_is_left_alone():
+    """A source that reaches the same result another way (here: 12.0 and 12.1 in the FA2 list and
+    12.1 in the supported list) must not be rewritten: the configured result already matches."""
+    text = STOCK.replace(FA2_STOCK_LINE, 'cuda_archs_loose_intersection(FA2_ARCHS "8.0+PTX;12.0;12.1" "${CUDA_ARCHS}")')
+    text = text.replace(APPEND_13, 'list(APPEND CUDA_SUPPORTED_ARCHS "10.0" "11.0" "12.0" "12.1")')
+    new, info = fs.patch_cmakelists(text, ["12.1"], "13.0")
+    assert new == text and info["status"] == "unchanged"
+    # ...but asking for 8.0 too changes it, because 8.0 would come with PTX there
+    new, info = fs.patch_cmakelists(text, ["8.0", "12.1"], "13.0")
+    assert info["before"] == ["8.0+PTX", "12.1"] and info["after"] == ["8.0", "12.1"]
+
+
+def test_only_fa2_line_changed_gets_the_missing_supported_arch():
+    text = only_fa2_line_changed()
+    new, info = fs.patch_cmakelists(text, ["8.0", "12.1"], "13.0")
+    assert info["before"] == ["8.0"]
+    assert info["changes"] == ["CUDA_SUPPORTED_ARCHS: added 12.1 (CUDA >= 13.0 branch, line %d)"
+                               % (STOCK.splitlines().index("    " + APPEND_13) + 1)]
+
+
+def test_ptx_on_request_goes_on_the_highest_arch():
+    new, info = fs.patch_cmakelists(STOCK, ["12.1", "8.0"], "13.0", ptx=True)
+    assert info["desired"] == ["8.0", "12.1+PTX"] == info["after"]
+    assert '"8.0;12.1+PTX"' in new
+
+
+def test_without_a_version_block_the_set_line_gets_the_arch():
+    text = STOCK.replace(STOCK[STOCK.index("if(${CMAKE_CUDA_COMPILER_VERSION}"):STOCK.index("endif()") + len("endif()")], "")
+    new, info = fs.patch_cmakelists(text, ["12.1"], "13.0")
+    assert 'set(CUDA_SUPPORTED_ARCHS "8.0;8.6;8.9;9.0;12.1")' in new
+    assert info["after"] == ["12.1"]
+
+
+def test_crlf_line_endings_survive():
+    text = STOCK.replace("\n", "\r\n")
+    new, _ = fs.patch_cmakelists(text, ["12.1"], "13.0")
+    assert new.count("\r\n") == text.count("\r\n")
+
+
+@pytest.mark.parametrize("edit, missing", [
+    (lambda t: t.replace(FA2_STOCK_LINE, "# FA2 line removed"), "cuda_archs_loose_intersection(FA2_ARCHS"),
+    (lambda t: t.replace('set(CUDA_SUPPORTED_ARCHS "8.0;8.6;8.9;9.0")', "# gone"), "set(CUDA_SUPPORTED_ARCHS"),
+    (lambda t: "project(unrelated)\n", "set(CUDA_SUPPORTED_ARCHS"),
+])
+def test_missing_lines_fail_with_a_clear_message(edit, missing):
+    with pytest.raises(fs.Fa2SourceError) as err:
+        fs.patch_cmakelists(edit(STOCK), ["12.1"], "13.0")
+    assert "expected line(s) not found in CMakeLists.txt" in str(err.value)
+    assert missing in str(err.value)
+
+
+def test_branch_without_append_line_fails_clearly():
+    text = STOCK.replace("    " + APPEND_13 + "\n", "    message(STATUS \"no append here\")\n")
+    with pytest.raises(fs.Fa2SourceError, match="has no list\\(APPEND CUDA_SUPPORTED_ARCHS"):
+        fs.patch_cmakelists(text, ["12.1"], "13.0")
+
+
+@pytest.mark.parametrize("bad", ["sm_121", "121", "12", "twelve", "12.1b", ""])
+def test_bad_arch_values_are_named(bad):
+    with pytest.raises(fs.Fa2SourceError) as err:
+        fs.normalize_archs([bad] if bad else [])
+    assert (repr(bad) in str(err.value)) or "empty" in str(err.value)
+
+
+def test_unified_diff_names_the_file():
+    new, _ = fs.patch_cmakelists(STOCK, ["12.1"], "13.0")
+    diff = fs.unified_diff(STOCK, new, "/src/CMakeLists.txt")
+    assert diff.startswith("--- /src/CMakeLists.txt\n+++ /src/CMakeLists.txt\n")
+    assert '-    cuda_archs_loose_intersection(FA2_ARCHS "8.0+PTX" "${CUDA_ARCHS}")' in diff
+    assert '+    cuda_archs_loose_intersection(FA2_ARCHS "12.1" "${CUDA_ARCHS}")' in diff
+
+
+# ---------------------------------------------------------------------------- commits and keys
+
+
+@pytest.mark.parametrize("version, commit", [
+    ("0.33.0", "b273a02621d3c94bc747df67204f591b67f38fae"),
+    ("0.32.1", "9cd61de3"),
+    ("0.31.0", "9cd61de3"),
+    ("0.24.0", "803020a8"),
+    ("0.30.2", "506341a1"),
+    ("0.33.1", None),            # not in the table: the caller must ask for fa2_native_commit
+    ("0.25.0", None),
+])
+def test_release_table(version, commit):
+    assert fs.commit_for_release(version) == commit
+
+
+def test_extra_table_entries_win():
+    assert fs.commit_for_release("0.33.1", {"0.33.1": "abc1234"}) == "abc1234"
+    assert fs.commit_for_release("0.33.0", {"0.33": "ffff000"}) == "b273a02621d3c94bc747df67204f591b67f38fae"
+
+
+@pytest.mark.parametrize("version, sha, final", [
+    ("0.33.0", None, True),
+    ("0.33.0+cu130", None, True),
+    ("0.33.1.dev12+g1a2b3c4d5.cu130", "1a2b3c4d5", False),
+    ("0.34.0rc1.dev40+gdeadbeef", "deadbeef", False),
+    ("0.34.0rc1", None, False),
+])
+def test_nightly_versions_carry_the_vllm_commit(version, sha, final):
+    info = fs.parse_vllm_version(version)
+    assert info["nightly_commit"] == sha
+    assert info["is_final"] is final
+
+
+@pytest.mark.parametrize("bad", [None, "", "latest"])
+def test_unusable_vllm_versions(bad):
+    with pytest.raises(fs.Fa2SourceError):
+        fs.parse_vllm_version(bad)
+
+
+VLLM_CMAKE = """
+if(VLLM_FLASH_ATTN_SRC_DIR)
+  FetchContent_Declare(
+          vllm-flash-attn SOURCE_DIR
+          ${VLLM_FLASH_ATTN_SRC_DIR}
+          BINARY_DIR ${CMAKE_BINARY_DIR}/vllm-flash-attn
+  )
+else()
+  FetchContent_Declare(
+          vllm-flash-attn
+          GIT_REPOSITORY https://github.com/vllm-project/flash-attention.git
+          GIT_TAG 6f27a0544e027b53fc93d8d24f65cc2b75eedc78 \n          GIT_PROGRESS TRUE
+  )
+endif()
+"""
+
+
+def test_git_tag_from_vllms_cmake_file():
+    assert fs.parse_git_tag(VLLM_CMAKE) == {
+        "commit": "6f27a0544e027b53fc93d8d24f65cc2b75eedc78",
+        "repository": "https://github.com/vllm-project/flash-attention.git"}
+    with pytest.raises(fs.Fa2SourceError, match="no GIT_TAG"):
+        fs.parse_git_tag("<html>404</html>")
+
+
+def test_build_key_is_stable_and_sensitive():
+    fields = {"cpu_arch": "aarch64", "target_archs": ["12.1"], "vllm": "0.33.0", "torch": "2.14.0",
+              "cuda": "13.0", "fa_commit": "b273a026"}
+    assert fs.build_key(fields) == fs.build_key(dict(reversed(list(fields.items()))))
+    assert len(fs.build_key(fields)) == 16
+    for name, value in [("cpu_arch", "x86_64"), ("target_archs", ["8.0", "12.1"]), ("vllm", "0.33.1"),
+                        ("torch", "2.14.1"), ("cuda", "13.1"), ("fa_commit", "other")]:
+        assert fs.build_key(dict(fields, **{name: value})) != fs.build_key(fields), name
+
+
+def test_tree_fingerprint_ignores_build_dirs_and_follows_patched_text(tmp_path):
+    tree = tmp_path / "src"
+    (tree / "csrc").mkdir(parents=True)
+    (tree / "CMakeLists.txt").write_text(STOCK)
+    (tree / "csrc" / "a.cu").write_text("kernel")
+    patched, _ = fs.patch_cmakelists(STOCK, ["12.1"], "13.0")
+    first = fs.tree_fingerprint(str(tree), patched)
+    (tree / "build").mkdir()
+    (tree / "build" / "junk.o").write_text("object")
+    (tree / "CMakeLists.txt").write_text(patched)
+    assert fs.tree_fingerprint(str(tree), patched) == first
+    (tree / "csrc" / "a.cu").write_text("kernel v2")
+    assert fs.tree_fingerprint(str(tree), patched) != first
