@@ -107,7 +107,7 @@ def main():
              "packages": {name: None for name in module.params["packages"]}, "torch_cuda_version": None}
     if os.access(python, os.X_OK):
         rc, out, err = module.run_command([python, "-c", PROBE, json.dumps(module.params["packages"])],
-                                          environ_update={"LC_ALL": "C", "PYTHONNOUSERSITE": "1"})
+                                          environ_update={"LC_ALL": "C", "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"})
         if rc != 0:
             module.fail_json(msg="the venv's python %s failed to report its packages (rc=%d): %s"
                              % (python, rc, (err or out).strip()))
