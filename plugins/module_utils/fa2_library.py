@@ -17,11 +17,13 @@ final name, so a name always holds either the old or the new complete content.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import tempfile
+
+# One file-hashing helper for the whole FA2 path (fa2_source keys sources with it); re-exported here.
+from ansible_collections.dgxspark.vllm.plugins.module_utils.fa2_source import sha256_file  # noqa: F401
 
 STOCK_SUFFIX = ".stock"
 MANIFEST_SUFFIX = ".dgxspark.json"
@@ -30,14 +32,6 @@ PENDING_SUFFIX = ".pending"
 
 class LibraryError(Exception):
     """A state the module refuses to act on; the message names the file and what is wrong."""
-
-
-def sha256_file(path, chunk=4 * 1024 * 1024):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_json(path):
