@@ -374,8 +374,6 @@ def cmd_rerun(opts) -> int:
         if not state.is_file():
             raise SystemExit("no hosts kept for N=%d; run `sweep --sizes %d --keep` first" % (size, size))
         hosts = json.loads(state.read_text())
-        if opts.cold:
-            shutil.rmtree(WORK / ("n%d" % size) / "cp", ignore_errors=True)
         (WORK / ("n%d" % size) / "cp").mkdir(parents=True, exist_ok=True)
         env = playbook_env(extra, WORK / ("n%d" % size) / "cp")
         runs = []
