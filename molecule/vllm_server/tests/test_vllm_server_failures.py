@@ -82,10 +82,9 @@ PLAY = """
             mode: "0644"
           delegate_to: localhost
           become: false
-        - name: Stop the case's server (a real vLLM left loading or restarting)
-          ansible.builtin.systemd_service:
-            name: {service}.service
-            state: stopped
+        - name: Stop the case's server (a real vLLM left loading or restarting; SIGKILL, as it may be deaf to SIGTERM while it imports)
+          ansible.builtin.shell: systemctl kill --signal=SIGKILL {service}.service; systemctl stop {service}.service
+          changed_when: true
           when: {stop}
     - name: Record the report
       ansible.builtin.copy:
