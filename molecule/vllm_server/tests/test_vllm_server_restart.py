@@ -1,6 +1,6 @@
 """A changed setting restarts the REAL vLLM server and the role waits for it: /health, then the smoke question,
-whose expected answer is the one transformers gave (tests/fixtures/tiny_model.py). A second run with the same
-setting changes nothing and restarts nothing.
+whose expected answer is the one transformers gave (tests/fixtures/tiny_model.py). (That a run with unchanged
+settings changes and restarts nothing is the scenario's idempotence step.)
 
 This file runs after test_vllm_server.py and test_vllm_server_failures.py (pytest takes them in name order), so
 that the restart does not race the other tests' requests; it leaves the scenario's services on the new setting.
@@ -49,11 +49,3 @@ def test_a_changed_setting_restarts_the_real_server_and_the_role_waits_until_it_
     assert "%s: vllm.service healthy after" % HOST in out
     assert "answered %r to 'What is the capital of France? Answer with one word.'" % REFERENCE["answer"] in out
     assert "attention backend not reported, FlashAttention version not reported" in out
-
-
-def test_the_same_setting_again_changes_and_restarts_nothing(host):
-    pid_before, _ = state(host)
-    out, recap = converge("-e", CHANGE)
-    assert "changed=0" in recap, recap
-    assert "RUNNING HANDLER" not in out
-    assert state(host)[0] == pid_before
