@@ -59,7 +59,7 @@ options:
     type: dict
     default: {}
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 """
 
 EXAMPLES = r"""

@@ -70,7 +70,7 @@ options:
     type: bool
     default: true
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 """
 
 EXAMPLES = r"""

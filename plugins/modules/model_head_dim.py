@@ -39,7 +39,7 @@ options:
     type: bool
     default: false
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 """
 
 EXAMPLES = r"""
