@@ -108,8 +108,8 @@ def ratio(value: float, base: float) -> float:
 def sh(argv, check=True, **kwargs) -> str:
     proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=False, **kwargs)
     if check and proc.returncode != 0:
-        raise SystemExit("command failed (rc=%d): %s\n%s%s" % (proc.returncode, " ".join(map(str, argv)),
-                                                                proc.stdout[-2000:], proc.stderr[-2000:]))
+        raise SystemExit("command failed (rc=%d): %s\n%s%s"
+                         % (proc.returncode, " ".join(map(str, argv)), proc.stdout[-2000:], proc.stderr[-2000:]))
     return proc.stdout
 
 
@@ -428,8 +428,9 @@ def cmd_facts(opts) -> int:
 def facts_table(data: dict) -> list[str]:
     lines = ["| hosts | gathering | wall (s), each run | median (s) | controller CPU (s), each run |", "|---:|---|---|---:|---|"]
     for r in data["results"]:
-        lines.append("| %d | %s | %s | %.2f | %s |" % (r["hosts"], r["variant"], ", ".join("%.2f" % w for w in r["wall_s"]),
-                                                      r["median_wall_s"], ", ".join("%.2f" % c for c in r["controller_cpu_s"])))
+        lines.append("| %d | %s | %s | %.2f | %s |"
+                     % (r["hosts"], r["variant"], ", ".join("%.2f" % w for w in r["wall_s"]),
+                        r["median_wall_s"], ", ".join("%.2f" % c for c in r["controller_cpu_s"])))
     return lines
 
 

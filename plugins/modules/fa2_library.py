@@ -184,7 +184,7 @@ def main():
             "after_header": params["path"],
             "before": "sha256: %s\n" % ((before or {}).get("sha256")),
             "after": "sha256: %s\n%s\n" % (after["sha256"] if not module.check_mode else "(check mode)",
-                                            "\n".join(lib.actions)),
+                                           "\n".join(lib.actions)),
         }
     module.exit_json(**result)
 

@@ -129,8 +129,8 @@ def check_file(fb, cuobjdump, path, kernel_bytes, deadline):
         no_code = "holds no CUDA device code" in py_error or "is not an ELF file" in py_error
         if no_code and proc.returncode != 0 and "does not contain device code" in tool_text:
             return "agree", "NO-CODE   %s: both say it has no device code" % name
-        return "disagree", "DISAGREE  %s: python: %s | cuobjdump rc=%d: %s" % (name, py_error, proc.returncode,
-                                                                             tool_text[-300:])
+        return "disagree", ("DISAGREE  %s: python: %s | cuobjdump rc=%d: %s"
+                            % (name, py_error, proc.returncode, tool_text[-300:]))
     if proc.returncode != 0:
         return "disagree", "DISAGREE  %s: python read %d entries, cuobjdump failed rc=%d: %s" % (
             name, len(info["entries"]), proc.returncode, tool_text[-300:])

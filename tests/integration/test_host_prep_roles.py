@@ -257,19 +257,20 @@ def test_cuda_env_derives_the_arch_and_takes_explicit_values(tmp_path, fake_host
 def test_cuda_env_without_a_gpu_or_toolkit(tmp_path, fake_host):
     no_gpu = dict(cuda_env_play(fake_host), environment={"PATH": "/usr/bin:/bin"})
     (fake_host["cuda"] / "bin" / "ptxas").unlink()
+
+    def run_cuda_env(**role_vars):
+        return [{"name": "Run", "ansible.builtin.include_role": {"name": "dgxspark.vllm.cuda_env"}, "vars": role_vars}]
+
+    env_file = str(fake_host["env_file"])
     plays = [
-        dict(no_gpu, tasks=[expect_failure("required", [{"name": "Run", "ansible.builtin.include_role": {
-            "name": "dgxspark.vllm.cuda_env"}, "vars": {"cuda_env_cuda_home": str(fake_host["cuda"]),
-                                                       "cuda_env_file": str(fake_host["env_file"])}}])], roles=[]),
-        dict(no_gpu, tasks=[expect_failure("toolkit", [{"name": "Run", "ansible.builtin.include_role": {
-            "name": "dgxspark.vllm.cuda_env"}, "vars": {"cuda_env_cuda_home": str(fake_host["cuda"]),
-                                                       "dgxspark_require_gpu": False,
-                                                       "cuda_env_file": str(fake_host["env_file"])}}])], roles=[]),
-        dict(no_gpu, tasks=[expect_failure("arch", [{"name": "Run", "ansible.builtin.include_role": {
-            "name": "dgxspark.vllm.cuda_env"}, "vars": {"cuda_env_torch_cuda_arch_list": "sm_121",
-                                                       "cuda_env_file": str(fake_host["env_file"])}}])], roles=[]),
-        dict(no_gpu, vars={"dgxspark_require_gpu": False}, roles=[dict(cuda_env_play(fake_host)["roles"][0],
-                                                                     cuda_env_require_toolkit=False)]),
+        dict(no_gpu, tasks=[expect_failure("required", run_cuda_env(
+            cuda_env_cuda_home=str(fake_host["cuda"]), cuda_env_file=env_file))], roles=[]),
+        dict(no_gpu, tasks=[expect_failure("toolkit", run_cuda_env(
+            cuda_env_cuda_home=str(fake_host["cuda"]), dgxspark_require_gpu=False, cuda_env_file=env_file))], roles=[]),
+        dict(no_gpu, tasks=[expect_failure("arch", run_cuda_env(
+            cuda_env_torch_cuda_arch_list="sm_121", cuda_env_file=env_file))], roles=[]),
+        dict(no_gpu, vars={"dgxspark_require_gpu": False},
+             roles=[dict(cuda_env_play(fake_host)["roles"][0], cuda_env_require_toolkit=False)]),
     ]
     rc, out = run_playbook(tmp_path, plays)
     assert rc == 0, out["text"]

@@ -280,8 +280,8 @@ def main(argv=None):
             passed = sum(r["passed"] for r in rows)
             expected = passed == len(rows) if want_pass else passed == 0
             verdicts[name] = {"passed_cases": passed, "cases": len(rows), "as_expected": expected}
-            print("== %s: %d/%d cases pass -> %s" % (name, passed, len(rows),
-                                                    "as expected" if expected else "NOT AS EXPECTED"))
+            print("== %s: %d/%d cases pass -> %s"
+                  % (name, passed, len(rows), "as expected" if expected else "NOT AS EXPECTED"))
             for row in rows:
                 print("   " + describe(row))
         summary.update(mode="self-test", functions=verdicts, passed=all(v["as_expected"] for v in verdicts.values()),
