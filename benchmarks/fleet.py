@@ -202,7 +202,7 @@ def ssh_options(key: Path) -> list[str]:
 
 
 def wait_for_ssh(host: dict, key: Path) -> None:
-    for _ in range(60):
+    for _attempt in range(60):
         if subprocess.run(["ssh", *ssh_options(key), "root@" + host["address"], "true"],
                           capture_output=True, check=False).returncode == 0:
             return
@@ -407,7 +407,7 @@ def cmd_facts(opts) -> int:
         env = playbook_env({}, WORK / ("n%d" % size) / "cp")
         for name, args in variants.items():
             walls, cpus = [], []
-            for _ in range(opts.repeat):
+            for _repeat in range(opts.repeat):
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 start = time.monotonic()
                 proc = subprocess.run(["ansible", "-i", str(inventory), "spark", "-b", "-m", "ansible.builtin.setup", *args],

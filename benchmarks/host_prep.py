@@ -67,7 +67,7 @@ def main() -> int:
                "load_average_at_start": os.getloadavg()[0]}
     molecule("destroy", "-s", SCENARIO)
     try:
-        figures["create_and_prepare_s"], _ = molecule("create", "-s", SCENARIO)
+        figures["create_and_prepare_s"], _out = molecule("create", "-s", SCENARIO)
         molecule("prepare", "-s", SCENARIO)
 
         first_s, out = molecule("converge", "-s", SCENARIO)

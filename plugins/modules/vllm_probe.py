@@ -190,7 +190,7 @@ def unit_state(module, unit):
     systemctl = module.get_bin_path("systemctl")
     if not systemctl:
         return None
-    rc, out, _ = module.run_command([systemctl, "show", "--property=ActiveState,SubState,NRestarts", unit],
+    rc, out, _err = module.run_command([systemctl, "show", "--property=ActiveState,SubState,NRestarts", unit],
                                     environ_update={"LC_ALL": "C"})
     if rc != 0:
         return None
@@ -219,7 +219,7 @@ def wait_healthy(module, url, wait_timeout, interval, request_timeout, clock=tim
     first = unit_state(module, unit) if unit else None
     state = first
     while True:
-        status, _, error = http("GET", url + "/health", min(request_timeout, 10))
+        status, _payload, error = http("GET", url + "/health", min(request_timeout, 10))
         waited = round(clock() - start, 1)
         if status == 200:
             return True, status, None, waited, state

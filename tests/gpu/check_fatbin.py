@@ -179,7 +179,7 @@ def check_file(fb, cuobjdump, path, kernel_bytes, deadline):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("files", nargs="*", help="more ELF files to check")
     parser.add_argument("--cuobjdump", help="cuobjdump to compare with (default: PATH, then /usr/local/cuda/bin)")
     parser.add_argument("--nvcc", default="/usr/local/cuda/bin/nvcc", help="nvcc for a fresh build ('' to skip)")

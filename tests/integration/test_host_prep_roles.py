@@ -126,7 +126,7 @@ BAD_ARGUMENTS = [
 def test_argument_specs_reject_bad_values_before_any_task(tmp_path):
     tasks = [expect_failure("%d" % i, [{"name": "Include %s" % role, "ansible.builtin.include_role": {
         "name": "dgxspark.vllm." + role}, "vars": {var: value}}])
-        for i, (role, var, value, _) in enumerate(BAD_ARGUMENTS)]
+        for i, (role, var, value, _message) in enumerate(BAD_ARGUMENTS)]
     rc, out = run_playbook(tmp_path, [play(tasks)], "--check")
     assert rc == 0, out["text"]
     found = case_lines(out)
@@ -168,7 +168,7 @@ REQUIREMENTS = [
 def test_requirement_comparison_decides_what_uv_must_install(tmp_path):
     tasks = [{"name": "Compare", "ansible.builtin.include_role": {"name": "dgxspark.vllm.vllm_venv",
                                                                   "tasks_from": "requirements"},
-              "vars": {"__vllm_venv_reqs": [req for req, _ in REQUIREMENTS], "__vllm_venv_installed": INSTALLED}},
+              "vars": {"__vllm_venv_reqs": [req for req, _met in REQUIREMENTS], "__vllm_venv_installed": INSTALLED}},
              {"name": "Show", "ansible.builtin.debug": {"msg": "UNMET {{ __vllm_venv_unmet | to_json }}"}}]
     rc, out = run_playbook(tmp_path, [play(tasks)])
     assert rc == 0, out["text"]

@@ -7,7 +7,6 @@ PATH, printing canned output (the real H200 line from FACTS.md, a GB10-like line
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

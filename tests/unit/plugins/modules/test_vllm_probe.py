@@ -44,7 +44,7 @@ def stand_in(tmp_path):
         procs.append(proc)
         url = "http://127.0.0.1:%d" % port
         if wait:
-            for _ in range(100):
+            for _attempt in range(100):
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                     break
