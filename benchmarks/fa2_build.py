@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: wall time and peak memory of building the FA2 target for one arch list against another.
 
 For each arch list (default "12.1" and "8.0;12.1") and each repetition, this copies the source tree,

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Fleet benchmark: what site.yml costs as the fleet grows, on simulated hosts (issue 7).
 
 A simulated Spark host is a systemd container of the molecule image with OpenSSH added (image

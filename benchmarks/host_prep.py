@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: host preparation (uv, vllm_venv, cuda_env, page_cache) on one container host.
 
 Uses the molecule scenario host_prep (a systemd container of the Debian 12 test image, the wheelhouse from

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Cross-check the pure-Python fatbin reader with cuobjdump on the real CUDA libraries of this machine.
 
 Meant for a GPU machine with the CUDA toolkit (cuobjdump on PATH or in /usr/local/cuda/bin) and torch

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: dgxspark.vllm contributors
 # Apache License 2.0 (see LICENSE)
 """Numerics gate for a vLLM FA2 library (_vllm_fa2_C.abi3.so), shipped by the dgxspark.vllm fa2_native role.
