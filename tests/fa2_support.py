@@ -6,6 +6,7 @@ package list is unchanged (a stamp file holds the list).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -21,19 +22,25 @@ TORCH_CPU = ["torch==2.13.0"]
 
 
 def cache_venv(name, packages):
-    """A venv at .cache/venvs/<name> holding packages (pip, from PyPI or the local find-links)."""
+    """A venv at .cache/venvs/<name> holding packages (pip, from PyPI or the local find-links).
+
+    A lock file serialises test processes that ask for the same venv at once (ansible-test units runs
+    tests in parallel workers).
+    """
     venv = VENVS / name
     stamp = venv / ".dgxspark-packages.json"
     want = json.dumps(sorted(packages))
-    if stamp.is_file() and stamp.read_text() == want and (venv / "bin" / "python").exists():
-        return venv
-    if venv.exists():
-        shutil.rmtree(venv)
     VENVS.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"] + packages,
-                   check=True)
-    stamp.write_text(want)
+    with open(VENVS / (name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.is_file() and stamp.read_text() == want and (venv / "bin" / "python").exists():
+            return venv
+        if venv.exists():
+            shutil.rmtree(venv)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"] + packages,
+                       check=True)
+        stamp.write_text(want)
     return venv
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-import fatbin_testlib as lib
 from ansible_collections.dgxspark.vllm.plugins.module_utils import fatbin
+from ansible_collections.dgxspark.vllm.tests.unit.plugins.module_utils import fatbin_testlib as lib
 
 KERNELS = sorted(lib.KERNEL_NAMES)
 

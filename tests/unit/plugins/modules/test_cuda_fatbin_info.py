@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.dgxspark.vllm.tests.unit.module_env import module_pythonpath
+from ansible_collections.dgxspark.vllm.tests.unit.plugins.module_utils import fatbin_testlib as lib
+
 ROOT = Path(__file__).resolve().parents[4]
 COLLECTIONS = ROOT / ".cache" / "collections"
 MODULE = ROOT / "plugins" / "modules" / "cuda_fatbin_info.py"
-sys.path.insert(0, str(ROOT / "tests" / "unit" / "plugins" / "module_utils"))
-
-import fatbin_testlib as lib  # noqa: E402  (needs the path above)
 
 KERNELS = sorted(lib.KERNEL_NAMES)
 SYSTEM_PATH = "/usr/bin:/bin"
@@ -38,7 +38,7 @@ def cuobjdump_dir():
 def run_module(tmp_path, args, path=SYSTEM_PATH, pythonpath=()):
     argsfile = tmp_path / "args.json"
     argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = {"PATH": path, "PYTHONPATH": os.pathsep.join([str(COLLECTIONS)] + [str(p) for p in pythonpath])}
+    env = {"PATH": path, "PYTHONPATH": module_pythonpath(*pythonpath)}
     proc = subprocess.run([sys.executable, str(MODULE), str(argsfile)], capture_output=True, text=True, env=env,
                           check=False)
     assert proc.stdout, proc.stderr

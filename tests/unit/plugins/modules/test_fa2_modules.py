@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.dgxspark.vllm.tests.unit.module_env import module_pythonpath
+
 ROOT = Path(__file__).resolve().parents[4]
 COLLECTIONS = ROOT / ".cache" / "collections"
 FIXTURE = ROOT / "tests" / "fixtures" / "fa2_test_project"
@@ -27,7 +29,7 @@ MODULES = ROOT / "plugins" / "modules"
 def run(module, tmp_path, args):
     argsfile = tmp_path / ("args-%s.json" % module)
     argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(COLLECTIONS)}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": module_pythonpath()}
     proc = subprocess.run([sys.executable, str(MODULES / (module + ".py")), str(argsfile)],
                           capture_output=True, text=True, env=env, check=False)
     assert proc.stdout, proc.stderr
