@@ -71,8 +71,20 @@ def string_as_list(text):
     return None
 
 
+def _json_of(text, kind_wanted):
+    """The value of a string that is JSON of the wanted kind (list or dict), else None."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, kind_wanted) else None
+
+
 def _suggest_dict(text):
-    """{"k": "v", ...} for "k=v k2=v2" (what the user probably meant), else None."""
+    """{"k": "v", ...} for "k=v k2=v2" or a JSON object (what the user probably meant), else None."""
+    as_json = _json_of(text, dict)
+    if as_json is not None:
+        return as_json
     pairs = text.split()
     if not pairs or any("=" not in pair or pair.startswith("=") for pair in pairs):
         return None
@@ -80,6 +92,9 @@ def _suggest_dict(text):
 
 
 def _suggest_list(text):
+    as_json = _json_of(text, list)
+    if as_json is not None:
+        return as_json
     items = [item for item in re.split(r"[\s,]+", text) if item]
     return items or ["..."]
 
