@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 
 from ansible import constants as C
-from ansible.errors import AnsibleError
+from ansible.errors import AnsibleError, AnsibleUndefinedVariable
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
@@ -53,6 +53,8 @@ class ActionModule(ActionBase):
         host = task_vars.get("inventory_hostname", "?")
         extra_vars = self._extra_vars()
         problems, checked = [], []
+        # Values that refer to something not defined yet (a fact gathered later in the run) cannot be checked now.
+        self._unchecked = []
 
         if args["playbook"]:
             name = args["playbook"]
@@ -76,6 +78,8 @@ class ActionModule(ActionBase):
             checked.append(name if entry_point == "main" else "%s (%s)" % (name, entry_point))
 
         result["changed"] = False
+        if self._unchecked:
+            result["warnings"] = ["%s: %s; the role checks it when it runs" % (host, why) for why in self._unchecked]
         if problems:
             result["failed"] = True
             lines = problems + ([
@@ -198,8 +202,12 @@ class ActionModule(ActionBase):
                 continue
             try:
                 value = templar.template(context[option_name])
+            except AnsibleUndefinedVariable as exc:
+                self._unchecked.append("%s could not be checked before the run: %s" % (option_name, _first_line(exc)))
+                continue
             except AnsibleError as exc:
-                problems.append("%s: %s cannot be worked out: %s" % (host, option_name, _first_line(exc)))
+                problems.append("%s: %s cannot be worked out: %s (%s settings)" % (host, option_name, _first_line(exc),
+                                                                                   owner))
                 continue
             found = check_value(option_name, option, value, option_name in string_forms, secret)
             if not found:
@@ -261,6 +269,9 @@ class ActionModule(ActionBase):
                     if failed:
                         message = args.get("fail_msg", args.get("msg", "assertion failed: %s" % failed))
                         problems.append(str(item_templar.template(message)).strip())
+            except AnsibleUndefinedVariable as exc:
+                self._unchecked.append("%s: the check %s could not be evaluated before the run: %s"
+                                       % (role, show(label), _first_line(exc)))
             except AnsibleError as exc:
                 problems.append("%s: %s: the check %s could not be evaluated: %s" % (host, role, show(label),
                                                                                       _first_line(exc)))
