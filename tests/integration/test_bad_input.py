@@ -193,6 +193,19 @@ def test_a_host_list_without_groups_stops_too(host):
     assert snapshot() == host["before"]
 
 
+def test_a_limit_outside_the_group_stops_too(host):
+    inventory = host["work"] / "two-groups.yml"
+    inventory.write_text(json.dumps({"all": {"children": {
+        "spark": {"hosts": {HOST: {"ansible_connection": "community.docker.docker"}}},
+        "lab": {"hosts": {"lab-1": {}}}}}}))
+    rc, messages, text = run(host, site("rollout"), "-l", "lab-1", inventory=inventory)
+    assert rc == 2, text
+    assert messages[0].startswith(
+        "No host to work on: none of the hosts matching 'spark' (%s) is within --limit lab-1 (dgxspark_hosts, "
+        "default: the group spark). The inventory has group spark (%s), group lab (lab-1)." % (HOST, HOST)), text
+    assert snapshot() == host["before"]
+
+
 def test_a_broken_driver_fails_saying_what_was_expected(host):
     rc, messages, text = run(host, site("site"), "--tags", "preflight")
     assert rc == 2, text
