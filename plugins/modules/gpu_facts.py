@@ -15,10 +15,10 @@ description:
     with its name, UUID, compute capability, the matching E(TORCH_CUDA_ARCH_LIST) value, memory and driver version.
   - Looks for C(nvcc) on E(PATH) and in O(cuda_home)C(/bin) and returns the CUDA toolkit version.
   - A host without C(nvidia-smi) is not an error; the facts say there is no GPU and why.
-  - Neither is a failing C(nvidia-smi) (a driver that is not loaded, or does not match the kernel module): the facts
-    say there is no usable GPU, C(reason) quotes nvidia-smi and its exit code, and
-    C(nvidia_smi_rc) is set. The caller decides (the preflight role fails, or warns
-    with C(dgxspark_require_gpu=false)). Output that cannot be parsed is still an error, quoting the line.
+  - Neither is a failing C(nvidia-smi) (a driver that is not loaded, or does not match the kernel module). The facts
+    then say there is no usable GPU, C(reason) quotes nvidia-smi and its exit code, and C(nvidia_smi_rc) is set.
+    The caller decides (the preflight role fails, or warns with C(dgxspark_require_gpu=false)).
+    Output that cannot be parsed is still an error, quoting the line.
   - Read-only. Supports check mode and never reports changed.
 options:
   cuda_home:

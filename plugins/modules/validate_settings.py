@@ -11,20 +11,22 @@ module: validate_settings
 short_description: Check the settings of a playbook and of every role it runs, at once, before anything changes
 version_added: 0.2.0
 description:
-  - An action plugin: it runs on the controller and never touches the host.
+  - An action plugin. It runs on the controller and never touches the host.
   - For each role in O(roles), reads the role's C(meta/argument_specs.yml) (the entry point's options), its
     C(defaults/main.yml) and C(vars/main.yml), and works out each option's value as the role would see it
     (role defaults, then the host's variables, then the role's vars, then the entry's O(roles[].vars), then extra vars).
   - Checks each value against its option as Ansible's role argument validation does (types, choices), and more
     strictly where Ansible converts a value for the check but the role then uses the value as given
     (a list or dict for a string, a string for a list or dict). A string for a list option is accepted only where
-    the role normalises it (it defines C(__<option>) in C(vars/main.yml)): V("") is no items, a string without
-    commas or blanks one item. An option of C(type=path) must be an absolute path on the host.
-  - Then, for the C(main) entry point and when every option passed, evaluates the role's C(tasks/settings.yml):
-    assert tasks only (keys C(name), C(vars), C(when), C(loop), C(loop_control)), the cross-checks of the role's
-    settings. The role imports the same file as its first tasks, so a role used alone checks the same things.
+    the role normalises it (it defines C(__<option>) in C(vars/main.yml)), and then only V("") (no items) or a
+    string without commas or blanks (one item). An option of C(type=path) must be an absolute path on the host.
+  - Then, for the C(main) entry point and when every option passed, evaluates the role's C(tasks/settings.yml),
+    the cross-checks of the role's settings. It holds assert tasks only (keys C(name), C(vars), C(when), C(loop),
+    C(loop_control)). The role imports the same file as its first tasks, so a role used alone checks the same things.
+  - A value that refers to something not defined yet (a fact gathered later in the run) is left to the role, with a
+    warning.
   - O(playbook) adds a playbook's own settings, from C(playbooks/<name>.meta.yml) (C(argument_specs.main.options)).
-  - Fails with one message: one line per problem, each naming the host, the variable and the value
+  - Fails with one message, one line per problem, each naming the host, the variable and the value
     (values of C(no_log) options are hidden).
 options:
   roles:

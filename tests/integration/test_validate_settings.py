@@ -180,3 +180,13 @@ def test_roles_entry_points_and_the_settings_file_contract(runner):
     assert found["playbook-spec"].startswith('localhost: dgxspark_rollout_vllm_verify="perhaps": argument '
                                              "'dgxspark_rollout_vllm_verify' is of type str"), out
     assert found["playbook-spec"].endswith("(playbook rollout settings)"), out
+
+
+@pytest.mark.parametrize("module", ["validate_settings", "gpu_facts", "model_head_dim"])
+def test_the_documentation_parses(module):
+    proc = subprocess.run([str(BIN / "ansible-doc"), "-t", "module", "dgxspark.vllm." + module],
+                          capture_output=True, text=True, check=False,
+                          env={"PATH": "%s:/usr/bin:/bin" % BIN, "HOME": str(Path.home()),
+                               "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "EXAMPLES" in proc.stdout
