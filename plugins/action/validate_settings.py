@@ -136,7 +136,8 @@ class ActionModule(ActionBase):
     def _load(self, path):
         if not os.path.isfile(path):
             return None
-        return self._loader.load_from_file(path, trusted_as_template=True)
+        # unsafe: no deep copy of the cached data (it is read, never changed, here).
+        return self._loader.load_from_file(path, unsafe=True, trusted_as_template=True)
 
     def _load_role_yaml(self, role_path, subdir, main="main"):
         for ext in (".yml", ".yaml"):
