@@ -45,7 +45,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
 
-        validation, args = self.validate_argument_spec(argument_spec=dict(
+        _, args = self.validate_argument_spec(argument_spec=dict(
             roles=dict(type="list", elements="raw", default=[]),
             playbook=dict(type="str", default=""),
             before_changes=dict(type="bool", default=False),
@@ -173,10 +173,9 @@ class ActionModule(ActionBase):
         settings_file = os.path.join(role_path, "tasks", "settings.yml")
         if problems or entry_point != "main" or not os.path.isfile(settings_file):
             return problems
-        context = self._context(defaults, task_vars, role_vars, {}, entry_vars, extra_vars)
         try:
-            return self._run_settings_file(host, name, settings_file, context, (task_vars, role_vars, entry_vars,
-                                                                                 extra_vars, defaults))
+            return self._run_settings_file(host, name, settings_file, (defaults, task_vars, role_vars, entry_vars,
+                                                                        extra_vars))
         except SettingsFileError as exc:
             return ["%s: %s" % (host, exc)]
 
@@ -231,9 +230,9 @@ class ActionModule(ActionBase):
             messages = remove_values(messages, outcome._no_log_values)
         return list(messages)
 
-    def _run_settings_file(self, host, role, path, context, layers):
+    def _run_settings_file(self, host, role, path, layers):
         """Evaluate the assert tasks of a role's tasks/settings.yml as the role would run them."""
-        task_vars, role_vars, entry_vars, extra_vars, defaults = layers
+        defaults, task_vars, role_vars, entry_vars, extra_vars = layers
         tasks = self._load(path) or []
         if not isinstance(tasks, list):
             raise SettingsFileError("%s: expected a list of assert tasks" % path)
@@ -268,8 +267,10 @@ class ActionModule(ActionBase):
                             available_variables=dict(task_context, **{loop_var: item}))
                     failed = self._assert_fails(item_templar, task.get("when", True), args.get("that", []))
                     if failed:
-                        message = args.get("fail_msg", args.get("msg", "assertion failed: %s" % failed))
-                        problems.append(str(item_templar.template(message)).strip())
+                        message = item_templar.template(args.get("fail_msg", args.get("msg", "assertion failed: %s"
+                                                                                      % failed)))
+                        problems.append((" ".join(map(str, message)) if isinstance(message, list) else str(message))
+                                        .strip())
             except AnsibleUndefinedVariable as exc:
                 self._unchecked.append("%s: the check %s could not be evaluated before the run: %s"
                                        % (role, show(label), _first_line(exc)))
