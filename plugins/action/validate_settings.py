@@ -55,6 +55,8 @@ class ActionModule(ActionBase):
         problems, checked = [], []
         # Values that refer to something not defined yet (a fact gathered later in the run) cannot be checked now.
         self._unchecked = []
+        # Problems with role defaults worked out from other settings: listed after those with the settings themselves.
+        self._derived = []
 
         if args["playbook"]:
             name = args["playbook"]
@@ -77,6 +79,7 @@ class ActionModule(ActionBase):
             problems.extend(self._check_role(host, name, role_path, entry_point, entry_vars, task_vars, extra_vars))
             checked.append(name if entry_point == "main" else "%s (%s)" % (name, entry_point))
 
+        problems.extend(self._derived)
         result["changed"] = False
         if self._unchecked:
             result["warnings"] = ["%s: %s; the role checks it when it runs" % (host, why) for why in self._unchecked]
@@ -168,10 +171,12 @@ class ActionModule(ActionBase):
         role_vars = self._load_role_yaml(role_path, "vars") or {}
         # A role that defines __<option> in vars/main.yml normalises that list option, and so takes its string forms.
         string_forms = tuple(option for option in options if "__" + option in role_vars)
+        derived_before = len(self._derived)
         problems = self._check_options(host, name, options, defaults, task_vars, role_vars, entry_vars, extra_vars,
                                        string_forms)
         settings_file = os.path.join(role_path, "tasks", "settings.yml")
-        if problems or entry_point != "main" or not os.path.isfile(settings_file):
+        # The cross-checks assume values of the right types: they run once every option of the role passed.
+        if problems or len(self._derived) > derived_before or entry_point != "main" or not os.path.isfile(settings_file):
             return problems
         try:
             return self._run_settings_file(host, name, settings_file, (defaults, task_vars, role_vars, entry_vars,
@@ -213,10 +218,13 @@ class ActionModule(ActionBase):
             if not found:
                 found = self._ansible_check(option_name, option, value)
                 found = ["%s=%s: %s" % (option_name, show(value, secret), message) for message in found]
-            # A value the user did not set is the role's default, worked out from other settings: say so.
-            origin = ("%s settings" % owner if option_name in given
-                      else "%s's default, worked out from other settings" % owner)
-            problems.extend("%s: %s (%s)" % (host, message, origin) for message in found)
+            # A value the user did not set is the role's default, worked out from other settings: say so, and list it
+            # after the problems with the settings themselves.
+            if option_name in given:
+                problems.extend("%s: %s (%s settings)" % (host, message, owner) for message in found)
+            else:
+                self._derived.extend("%s: %s (%s's default, worked out from other settings)" % (host, message, owner)
+                                     for message in found)
         return problems
 
     @staticmethod
