@@ -191,7 +191,7 @@ def unit_state(module, unit):
     if not systemctl:
         return None
     rc, out, _err = module.run_command([systemctl, "show", "--property=ActiveState,SubState,NRestarts", unit],
-                                    environ_update={"LC_ALL": "C"})
+                                       environ_update={"LC_ALL": "C"})
     if rc != 0:
         return None
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
