@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: validate_settings
 short_description: Check the settings of a playbook and of every role it runs, at once, before anything changes
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - An action plugin. It runs on the controller and never touches the host.
   - For each role in O(roles), reads the role's C(meta/argument_specs.yml) (the entry point's options), its
