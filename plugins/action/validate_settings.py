@@ -45,7 +45,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
 
-        _, args = self.validate_argument_spec(argument_spec=dict(
+        _validation, args = self.validate_argument_spec(argument_spec=dict(
             roles=dict(type="list", elements="raw", default=[]),
             playbook=dict(type="str", default=""),
             before_changes=dict(type="bool", default=False),
