@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.dgxspark.vllm.tests.unit.module_env import module_pythonpath
+from ansible_collections.dgxspark.vllm.tests.unit.module_env import ansible_doc, module_pythonpath
 
 ROOT = Path(__file__).resolve().parents[4]
 COLLECTIONS = ROOT / ".cache" / "collections"
@@ -224,8 +225,8 @@ def test_library_module_errors_name_the_path(tmp_path):
 
 @pytest.mark.parametrize("module", ["fa2_patch", "fa2_source", "fa2_library"])
 def test_ansible_doc_renders(module):
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "-t", "module", "dgxspark.vllm." + module],
+    proc = subprocess.run([ansible_doc(), "-t", "module", "dgxspark.vllm." + module],
                           capture_output=True, text=True, check=False,
-                          env={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "PATH": "/usr/bin:/bin"})
+                          env={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
     assert proc.returncode == 0, proc.stderr
     assert "dgxspark.vllm." + module in proc.stdout and "RETURN VALUES" in proc.stdout
