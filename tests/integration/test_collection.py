@@ -78,6 +78,12 @@ def test_tarball_installs_and_its_docs_render(tarball, tmp_path):
     assert rc == 0 and "nvidia-smi" in text, text
     rc, text = run([BIN / "ansible-doc", "-t", "role", "dgxspark.vllm.vllm_server", "-e", "restore"], env=env)
     assert rc == 0 and "vllm_server_restore_result" in text, text
+    # The playbooks run by name from the installed collection (README, "without a checkout").
+    for name in ("site", "rollout", "verify", "rollback", "page_cache"):
+        rc, text = run([BIN / "ansible-playbook", "-i", ROOT / "inventory" / "fleet.example.yml",
+                        "dgxspark.vllm." + name, "--list-hosts"], cwd=tmp_path, env=env)
+        assert rc == 0 and "ansible_collections/dgxspark/vllm/playbooks/%s.yml" % name in text, text
+        assert ("spark", ["spark-01", "spark-02"]) in [(p.strip("[]'"), h) for p, h in listed_plays(text)], text
 
 
 def test_galaxy_importer_accepts_the_tarball(tarball, tmp_path):
