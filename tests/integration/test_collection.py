@@ -148,8 +148,11 @@ def test_ansible_builder_takes_the_ee_definition(tarball, tmp_path):
     assert (ctx / "_build" / "collections" / TARBALL_NAME).is_file()
     # The galaxy stage: WORKDIR /build (= _build), ansible-galaxy collection install -r requirements.yml.
     installed = tmp_path / "usr-share-ansible-collections"
+    # The image's environment, not the test run's: scripts/lib.sh exports ANSIBLE_CONFIG, whose collections_path
+    # holds this checkout, and ansible-galaxy would then find dgxspark.vllm "already installed" and install nothing.
+    env = {"ANSIBLE_COLLECTIONS_PATH": str(installed), "PATH": str(BIN) + ":/usr/bin:/bin", "HOME": str(tmp_path)}
     rc, text = run([BIN / "ansible-galaxy", "collection", "install", "-r", "requirements.yml", "--collections-path",
-                    installed], cwd=ctx / "_build")
+                    installed], cwd=ctx / "_build", env=env)
     assert rc == 0, text
     assert json.loads((installed / "ansible_collections" / "dgxspark" / "vllm" / "MANIFEST.json").read_text())[
         "collection_info"]["version"] == GALAXY["version"]
