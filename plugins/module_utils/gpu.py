@@ -99,6 +99,14 @@ def parse_gpu_query(output):
     return [parse_gpu_line(line, index) for index, line in enumerate(lines)]
 
 
+def driver_failure_reason(smi, rc, out, err, limit=400):
+    """Why a host whose nvidia-smi exits non-zero has no usable GPU: the command, its exit code and what it said."""
+    said = " ".join((out or "").split() + (err or "").split()) or "no output"
+    if len(said) > limit:
+        said = said[:limit - 3] + "..."
+    return "%s failed (rc=%d): %s" % (smi, rc, said)
+
+
 def parse_nvcc_version(output):
     """Return {'version': '13.0', 'build': '13.0.88'} from ``nvcc --version`` output."""
     match = _NVCC_RE.search(output or "")
@@ -106,19 +114,6 @@ def parse_nvcc_version(output):
         last = (output or "").strip().splitlines()[-1:] or [""]
         raise GpuParseError("cannot find 'release X.Y' in nvcc --version output; last line was %r" % (last[0],))
     return {"version": "%s.%s" % (match.group(1), match.group(2)), "build": match.group(3)}
-
-
-def version_tuple(version):
-    """'13.0' -> (13, 0); used to compare toolkit and capability versions."""
-    parts = []
-    for piece in str(version).split("."):
-        digits = re.match(r"\d+", piece)
-        if not digits:
-            break
-        parts.append(int(digits.group(0)))
-    if not parts:
-        raise GpuParseError("version %r has no numeric part" % (version,))
-    return tuple(parts)
 
 
 def summarize(gpus, reason=None):

@@ -30,7 +30,7 @@ options:
     elements: str
     default: [vllm, torch, triton]
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 """
 
 EXAMPLES = r"""
