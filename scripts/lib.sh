@@ -76,15 +76,34 @@ ensure_docker() {
   docker info >/dev/null 2>&1 || die "the Docker engine did not start; see /var/log/dgxspark-dockerd.log"
 }
 
+# The Debian packages of the molecule base image, one word each. The first line is what every scenario needs
+# (systemd as PID 1, Python for Ansible, apt for the roles); libnuma1 is what vLLM's CPU build links against
+# (the serving scenarios run the real `vllm serve`).
+DGX_IMAGE_PACKAGES="apt python3 python3-apt sudo ca-certificates systemd systemd-sysv dbus procps iproute2
+libnuma1"
+
+image_recipe_sha256() {
+  # The image's recipe (suite, mmdebstrap options, package list) as a digest: a change of any rebuilds the image.
+  printf '%s\n' "suite=$DGX_SUITE" "variant=minbase skip=cleanup/apt/lists" $DGX_IMAGE_PACKAGES \
+    | sha256sum | cut -d' ' -f1
+}
+
 ensure_image() {
-  # The molecule base image, built from Debian's packages (no registry is reachable).
-  docker image inspect "$DGX_IMAGE" >/dev/null 2>&1 && return 0
+  # The molecule base image, built from Debian's packages (no registry is reachable). Its label
+  # dgxspark.recipe-sha256 records the recipe it was built from; an image without it, or from another recipe,
+  # is rebuilt under the same tag (containers already running keep the old one).
+  local want have include
+  want="$(image_recipe_sha256)"
+  have="$(docker image inspect --format '{{ index .Config.Labels "dgxspark.recipe-sha256" }}' "$DGX_IMAGE" 2>/dev/null || true)"
+  [ "$have" = "$want" ] && return 0
   apt_install mmdebstrap
-  log "building $DGX_IMAGE with mmdebstrap ($DGX_SUITE)"
+  include="$(printf '%s,' $DGX_IMAGE_PACKAGES)"
+  log "building $DGX_IMAGE with mmdebstrap ($DGX_SUITE; ${have:+recipe changed, }recipe $want)"
   mmdebstrap --variant=minbase --skip=cleanup/apt/lists \
-    --include=apt,python3,python3-apt,sudo,ca-certificates,systemd,systemd-sysv,dbus,procps,iproute2 \
+    --include="${include%,}" \
     --format=tar "$DGX_SUITE" - 2>/dev/null \
-    | docker import -c 'ENV container=docker' -c 'CMD ["/lib/systemd/systemd"]' - "$DGX_IMAGE" >/dev/null
+    | docker import -c 'ENV container=docker' -c 'CMD ["/lib/systemd/systemd"]' \
+        -c "LABEL dgxspark.recipe-sha256=$want" - "$DGX_IMAGE" >/dev/null
 }
 
 # ---------------------------------------------------------------- what scripts/test.sh needs beyond the toolchain

