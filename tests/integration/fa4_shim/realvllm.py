@@ -34,12 +34,42 @@ FIND_LINKS = [p for p in ("/opt/wheels",) if os.path.isdir(p)]
 BASE = ["torch==2.13.0", "triton==3.6.0", "numpy==2.4.6", "packaging==26.3", "regex==2026.11.15",
         "einops==0.8.2", "apache-tvm-ffi==0.1.11"]
 
-# Two releases with different get_flash_attn_version signatures: 4 parameters (0.24-0.28) and 7 (0.29+).
-# Each gets the quack-kernels and nvidia-cutlass-dsl versions its wheel pins.
-RELEASES = {
+# Every vLLM release from 0.24 to 0.33, each with the nvidia-cutlass-dsl version its wheel pins and a
+# quack-kernels release that fits it (0.24-0.26 ask for quack-kernels>=0.3.3 / >=0.4.0: 0.4.1 accepts their
+# cutlass-dsl; later releases pin one). get_flash_attn_version has 4 parameters up to 0.28 and 7 from 0.29.
+ALL_RELEASES = {
+    "0.24.0": {"no_deps": ["vllm==0.24.0", "quack-kernels==0.4.1"], "deps": ["nvidia-cutlass-dsl==4.5.2"]},
+    "0.25.0": {"no_deps": ["vllm==0.25.0", "quack-kernels==0.4.1"], "deps": ["nvidia-cutlass-dsl==4.5.2"]},
+    "0.25.1": {"no_deps": ["vllm==0.25.1", "quack-kernels==0.4.1"], "deps": ["nvidia-cutlass-dsl==4.5.2"]},
+    "0.26.0": {"no_deps": ["vllm==0.26.0", "quack-kernels==0.4.1"], "deps": ["nvidia-cutlass-dsl==4.6.0"]},
+    "0.27.0": {"no_deps": ["vllm==0.27.0", "quack-kernels==0.6.1"], "deps": ["nvidia-cutlass-dsl==4.6.0"]},
+    "0.27.1": {"no_deps": ["vllm==0.27.1", "quack-kernels==0.6.1"], "deps": ["nvidia-cutlass-dsl==4.6.0"]},
     "0.28.0": {"no_deps": ["vllm==0.28.0", "quack-kernels==0.6.4"], "deps": ["nvidia-cutlass-dsl==4.6.2"]},
+    "0.29.0": {"no_deps": ["vllm==0.29.0", "quack-kernels==0.6.4"], "deps": ["nvidia-cutlass-dsl==4.6.2"]},
+    "0.30.0": {"no_deps": ["vllm==0.30.0", "quack-kernels==0.6.5"], "deps": ["nvidia-cutlass-dsl==4.7.1"]},
+    "0.31.0": {"no_deps": ["vllm==0.31.0", "quack-kernels==0.6.5"], "deps": ["nvidia-cutlass-dsl==4.7.1"]},
+    "0.32.0": {"no_deps": ["vllm==0.32.0", "quack-kernels==0.6.5"], "deps": ["nvidia-cutlass-dsl==4.8.0"]},
     "0.33.0": {"no_deps": ["vllm==0.33.0", "quack-kernels==0.6.5"], "deps": ["nvidia-cutlass-dsl==4.8.0"]},
 }
+# What the tests install by default (CI): the oldest and the newest 4-parameter release and the newest one.
+# DGX_FA4_RELEASES="all" (or a space-separated list of versions) selects others; each costs ~1 GB of disk.
+# 0.33.0 is always in the wheelhouse: the molecule scenarios (fa4_shim, default) and benchmarks/fleet.py use it.
+DEFAULT_RELEASES = ["0.24.0", "0.28.0", "0.33.0"]
+ALWAYS = "0.33.0"
+
+
+def selected_releases():
+    wanted = os.environ.get("DGX_FA4_RELEASES", "").split()
+    if wanted == ["all"]:
+        return list(ALL_RELEASES)
+    unknown = [v for v in wanted if v not in ALL_RELEASES]
+    if unknown:
+        raise ValueError("DGX_FA4_RELEASES names releases realvllm.py does not know: %s" % ", ".join(unknown))
+    chosen = wanted or list(DEFAULT_RELEASES)
+    return [v for v in ALL_RELEASES if v in chosen or v == ALWAYS]
+
+
+RELEASES = {version: ALL_RELEASES[version] for version in selected_releases()}
 
 # What the molecule scenario fa4_shim needs besides: the role's packages (kernels with its dependencies; the
 # others are above) and uv, whose binary the scenario's prepare step takes out of its wheel.
@@ -115,7 +145,9 @@ def ensure_base():
 
 def ensure_release(version):
     base = ensure_base()
-    spec = RELEASES[version]
+    spec = ALL_RELEASES[version]
+    if version not in RELEASES:
+        raise ValueError("vLLM %s is not selected (DGX_FA4_RELEASES); its wheels are not in the wheelhouse" % version)
     base_site = _site_packages(base)
 
     def populate(venv):
@@ -131,7 +163,7 @@ def ensure_release(version):
 def overlay(path, version, shim=None, kernel_dir=None):
     """A bare venv at path whose site-packages adds the release's venv, with the shim under test.
 
-    shim: None, "dgxspark" (this collection's shim and .pth) or "seed" (the seed-style stand-in).
+    shim: None (vLLM alone), "dgxspark" (this collection's shim and .pth) or "seed" (the seed-style stand-in).
     """
     release = ensure_release(version)
     _run([sys.executable, "-m", "venv", "--without-pip", path])
