@@ -5,6 +5,7 @@ Layout under <repo>/.cache/fa4-real/ (git-ignored), each step skipped when its s
 - wheelhouse/: every wheel the venvs need, fetched once with ``pip download`` (torch 2.13.0+cpu comes
   from the machine's find-links /opt/wheels). The molecule scenario fa4_shim mounts it too.
 - base/: a venv with torch (CPU), triton, numpy, packaging, regex, einops and apache-tvm-ffi.
+- hub/: a venv with the real huggingface_hub client only (the kernel download tests).
 - vllm-<version>/: one venv per vLLM release with vllm and quack-kernels installed --no-deps and
   the nvidia-cutlass-dsl release that vLLM pins; a .pth file adds base/'s site-packages, so torch
   is unpacked once for all releases.
@@ -77,6 +78,8 @@ ROLE_PACKAGES = ["kernels==0.17.2"]
 MOLECULE_NO_DEPS = ["uv==0.13.8"]
 # An older einops for test_role_packages.py: a package vLLM requires, installed at another version than asked.
 TEST_NO_DEPS = ["einops==0.8.1"]
+# The Hub client of test_kernel_download.py: the version kernels==0.17.2 resolves to, with its dependencies.
+HUB_CLIENT = ["huggingface_hub==2.4.0"]
 
 
 def _stamp(*parts):
@@ -103,14 +106,14 @@ def _pip(python, *args):
 
 def ensure_wheelhouse():
     """Fetch every wheel once (pip download skips the files already there)."""
-    want = _stamp(BASE, RELEASES, ROLE_PACKAGES, MOLECULE_NO_DEPS, TEST_NO_DEPS, FIND_LINKS)
+    want = _stamp(BASE, RELEASES, ROLE_PACKAGES, MOLECULE_NO_DEPS, TEST_NO_DEPS, HUB_CLIENT, FIND_LINKS)
     stamp = WHEELHOUSE / ".stamp"
     if stamp.is_file() and stamp.read_text() == want:
         return WHEELHOUSE
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     download = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", WHEELHOUSE,
                 "--only-binary=:all:"]
-    _run(download + BASE + ROLE_PACKAGES)
+    _run(download + BASE + ROLE_PACKAGES + HUB_CLIENT)
     _run(download + ["--no-deps"] + MOLECULE_NO_DEPS + TEST_NO_DEPS)
     for spec in RELEASES.values():
         _run(download + ["--no-deps"] + spec["no_deps"])
@@ -141,6 +144,12 @@ def _build(final, want, populate):
 def ensure_base():
     ensure_wheelhouse()
     return _build(CACHE / "base", _stamp(BASE, FIND_LINKS), lambda venv: _pip(venv / "bin" / "python", *BASE))
+
+
+def ensure_hub():
+    """A venv with the real huggingface_hub client (no vLLM, no torch): what the role's download step runs."""
+    ensure_wheelhouse()
+    return _build(CACHE / "hub", _stamp(HUB_CLIENT, FIND_LINKS), lambda venv: _pip(venv / "bin" / "python", *HUB_CLIENT))
 
 
 def ensure_release(version):
@@ -180,16 +189,18 @@ def overlay(path, version, shim=None, kernel_dir=None):
 
 
 if __name__ == "__main__":
-    # python realvllm.py wheelhouse | base | <version>: build that (idempotently); print its path, then
+    # python realvllm.py wheelhouse | base | hub | <version>: build that (idempotently); print its path, then
     # "changed" or "unchanged" (the molecule scenario's prepare step reports it honestly).
     what = sys.argv[1] if len(sys.argv) > 1 else "wheelhouse"
-    target = {"wheelhouse": WHEELHOUSE / ".stamp", "base": CACHE / "base" / ".dgx-stamp"}.get(
+    target = {"wheelhouse": WHEELHOUSE / ".stamp", "base": CACHE / "base" / ".dgx-stamp", "hub": CACHE / "hub" / ".dgx-stamp"}.get(
         what, CACHE / ("vllm-" + what) / ".dgx-stamp")
     before = target.read_text() if target.is_file() else None
     if what == "wheelhouse":
         print(ensure_wheelhouse())
     elif what == "base":
         print(ensure_base())
+    elif what == "hub":
+        print(ensure_hub())
     else:
         print(ensure_release(what))
     print("unchanged" if target.is_file() and target.read_text() == before else "changed")
