@@ -24,6 +24,7 @@ SHIM_MARK = "__dgxspark_fa4_sm120_shim__"
 CALL_VALUES = {
     "requires_alibi": False,
     "has_sinks": False,
+    "requires_local_attention": False,  # vLLM 0.27.x
     "requires_softcap": False,
     "kv_cache_block_size": 16,
     "supports_fa4_hd256": False,

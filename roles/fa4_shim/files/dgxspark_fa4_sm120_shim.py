@@ -14,8 +14,8 @@ modules execute (a ``sys.meta_path`` finder wraps their loaders):
   larger head sizes. A call without a head size asks about the whole model (sinks, CUDA-graph
   support, per-head quant scales, AOT scheduling): it gets vLLM's own answer, because the shim
   cannot show that every layer goes to FA4 nor that the SM120 kernel keeps what FA4's answer
-  promises there. Every argument passes through, so the 4-parameter (vLLM 0.24-0.28) and
-  7-parameter (0.29+) signatures and any later keyword work;
+  promises there. Every argument passes through, so the 4-parameter (vLLM 0.24-0.26, 0.28),
+  5-parameter (0.27) and 7-parameter (0.29+) signatures and any later keyword work;
 - ``vllm.vllm_flash_attn.flash_attn_interface._is_fa4_supported``: ``(True, None)`` on SM12x
   only while the shim decides a layer through vLLM's own function (a configured FA version);
   every other caller (head-size limits, PrefixLM, model-wide FA4 choices) gets vLLM's answer;

@@ -79,6 +79,7 @@ R["qualnames"] = {"get_flash_attn_version": qual(fa_utils.get_flash_attn_version
 
 # Every call of get_flash_attn_version in the installed vLLM sources, with the function or class it sits in.
 VALUES = {"requires_alibi": False, "head_size": 128, "head_size_v": 128, "has_sinks": False,
+          "requires_local_attention": False,  # vLLM 0.27 only
           "requires_softcap": False, "kv_cache_block_size": 16, "supports_fa4_hd256": False}
 HEAD_SIZES = ("head_size", "head_size_v")
 root = os.path.dirname(vllm.__file__)

@@ -36,13 +36,14 @@ BASE = ["torch==2.13.0", "triton==3.6.0", "numpy==2.4.6", "packaging==26.3", "re
         "einops==0.8.2", "apache-tvm-ffi==0.1.11"]
 
 # Every vLLM release from 0.24 to 0.33, each with the nvidia-cutlass-dsl version its wheel pins and a
-# quack-kernels release that fits it (0.24-0.26 ask for quack-kernels>=0.3.3 / >=0.4.0: 0.4.1 accepts their
-# cutlass-dsl; later releases pin one). get_flash_attn_version has 4 parameters up to 0.28 and 7 from 0.29.
+# quack-kernels release that fits it (0.24-0.26 only ask for quack-kernels>=0.3.3 / >=0.4.0: 0.4.1 imports with
+# cutlass-dsl 4.5.2, and with 4.6.0 only 0.6.1 does, the release 0.27 pins; later releases pin one).
+# get_flash_attn_version has 4 parameters up to 0.28 and 7 from 0.29.
 ALL_RELEASES = {
     "0.24.0": {"no_deps": ["vllm==0.24.0", "quack-kernels==0.4.1"], "deps": ["nvidia-cutlass-dsl==4.5.2"]},
     "0.25.0": {"no_deps": ["vllm==0.25.0", "quack-kernels==0.4.1"], "deps": ["nvidia-cutlass-dsl==4.5.2"]},
     "0.25.1": {"no_deps": ["vllm==0.25.1", "quack-kernels==0.4.1"], "deps": ["nvidia-cutlass-dsl==4.5.2"]},
-    "0.26.0": {"no_deps": ["vllm==0.26.0", "quack-kernels==0.4.1"], "deps": ["nvidia-cutlass-dsl==4.6.0"]},
+    "0.26.0": {"no_deps": ["vllm==0.26.0", "quack-kernels==0.6.1"], "deps": ["nvidia-cutlass-dsl==4.6.0"]},
     "0.27.0": {"no_deps": ["vllm==0.27.0", "quack-kernels==0.6.1"], "deps": ["nvidia-cutlass-dsl==4.6.0"]},
     "0.27.1": {"no_deps": ["vllm==0.27.1", "quack-kernels==0.6.1"], "deps": ["nvidia-cutlass-dsl==4.6.0"]},
     "0.28.0": {"no_deps": ["vllm==0.28.0", "quack-kernels==0.6.4"], "deps": ["nvidia-cutlass-dsl==4.6.2"]},

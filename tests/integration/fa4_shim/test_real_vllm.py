@@ -1,7 +1,8 @@
 """The shim and vllm_verify against the real vLLM code of several releases, on the CPU.
 
 The releases are realvllm.DEFAULT_RELEASES (0.24.0 and 0.28.0 with the 4-parameter get_flash_attn_version,
-0.33.0 with the 7-parameter one); DGX_FA4_RELEASES="all" runs every release from 0.24.0 to 0.33.0. The wheels
+0.33.0 with the 7-parameter one); DGX_FA4_RELEASES="all" runs every release from 0.24.0 to 0.33.0 (0.27.x
+has a fifth parameter, requires_local_attention). The wheels
 come from PyPI and are installed --no-deps into cached venvs (realvllm.py); each test works in a throw-away
 overlay venv that holds the shim exactly as the role installs it (files + rendered .pth), the seed-style
 stand-in shim, or no shim at all: what "vLLM alone" answers is measured, not assumed.
@@ -31,6 +32,7 @@ MODULE = ROOT / "plugins" / "modules" / "vllm_verify.py"
 VERSIONS = list(realvllm.RELEASES)
 FOUR = ["requires_alibi", "head_size", "head_size_v", "has_sinks"]
 SEVEN = FOUR + ["requires_softcap", "kv_cache_block_size", "supports_fa4_hd256"]
+FIVE = FOUR + ["requires_local_attention"]  # vLLM 0.27.x only
 SHIM_NAMES = {
     "get_flash_attn_version": "dgxspark_fa4_sm120_shim._patch_fa_utils.<locals>.get_flash_attn_version",
     "_is_fa4_supported": "dgxspark_fa4_sm120_shim._patch_fa_iface.<locals>._is_fa4_supported",
@@ -43,7 +45,8 @@ ANSWER_WITHOUT_HEAD_SIZE = {"12.1": 2, "12.0": 2, "9.0": 2, "none": None}
 
 
 def signature(version):
-    return SEVEN if tuple(int(p) for p in version.split(".")) >= (0, 29, 0) else FOUR
+    release = tuple(int(p) for p in version.split("."))
+    return SEVEN if release >= (0, 29, 0) else FIVE if release[:2] == (0, 27) else FOUR
 
 
 # Every call of get_flash_attn_version without a head size in each release's sources (found by real_check.py),
