@@ -217,8 +217,9 @@ def test_ahead_of_time_compile_is_skipped_on_sm12x(result, version):
         return
     assert data["compile_only"] == {"returned": "None", "kernel_calls": 0}
     assert "raised" in alone["compile_only"]
-    if "seqused_k_shape" in alone["compile_only_keywords"]:
-        # this release reads the arch from FLASH_ATTENTION_ARCH and so reaches its SM120 check on this host
+    if tuple(int(p) for p in version.split(".")) >= (0, 30, 0):
+        # from 0.30 vLLM's FA4 code takes the arch from FLASH_ATTENTION_ARCH before it asks torch.cuda anything,
+        # so on this CPU host it reaches its SM120 check (0.25-0.29 stop at "Torch not compiled with CUDA enabled")
         assert alone["compile_only"]["raised"] == "AssertionError: SM120 forward only supports num_splits=1"
 
 
