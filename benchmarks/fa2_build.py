@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: wall time and peak memory of building the FA2 target for one arch list against another.
 
 For each arch list (default "12.1" and "8.0;12.1") and each repetition, this copies the source tree,
@@ -121,7 +120,7 @@ def one_build(args, archs, workdir, index):
     configure = [args.cmake, "-S", str(src), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
                  "-DPython_EXECUTABLE=%s" % args.python, "-DCMAKE_CUDA_COMPILER=%s" % args.nvcc,
                  "-DCUDA_ARCHS=%s" % ";".join(archs)]
-    configure_s, _, _ = run_measured(configure, env, log)
+    configure_s, _peak, _maxrss = run_measured(configure, env, log)
     configured = [line.split("FA2_ARCHS:", 1)[1].strip() for line in log.read_text().splitlines() if "FA2_ARCHS:" in line]
     if not configured or configured[-1] != ";".join(info["desired"]):
         raise SystemExit("configure printed FA2_ARCHS %r, expected %s" % (configured, ";".join(info["desired"])))

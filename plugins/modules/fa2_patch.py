@@ -40,7 +40,7 @@ options:
     type: str
     required: true
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 """
 
 EXAMPLES = r"""

@@ -297,7 +297,7 @@ def kernel_fetch(args):
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(partial, args.dest)
-    files = sum(len(f) for _, _, f in os.walk(args.dest))
+    files = sum(len(f) for _dirpath, _dirnames, f in os.walk(args.dest))
     return {"changed": True, "dest": args.dest, "files": files, "repo_type": served, "attempts": attempts,
             "msg": "downloaded %s at %s into %s (Hub repo type %s)" % (args.repo, args.revision, args.dest, served)}
 

@@ -93,7 +93,7 @@ def result(overlay):
     def get(version, shim="dgxspark"):
         key = (version, shim)
         if key not in _results:
-            venv, _ = overlay(version, shim=shim)
+            venv, _site = overlay(version, shim=shim)
             _results[key] = run_check(venv)
         return _results[key]
     return get
@@ -225,7 +225,7 @@ def test_ahead_of_time_compile_is_skipped_on_sm12x(result, version):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_kill_switch_gives_vllms_own_result(overlay, version):
-    venv, _ = overlay(version, shim="dgxspark")
+    venv, _site = overlay(version, shim="dgxspark")
     data = run_check(venv, {"FA4_SM120_SHIM": "0"})
     assert data["qualnames"] == {
         "get_flash_attn_version": "vllm.v1.attention.backends.fa_utils.get_flash_attn_version",
@@ -249,7 +249,7 @@ def run_verify(tmp_path, venv, **options):
 
 
 def test_vllm_verify_passes_without_gpu_on_0_33(tmp_path, overlay):
-    venv, _ = overlay("0.33.0", shim="dgxspark")
+    venv, _site = overlay("0.33.0", shim="dgxspark")
     result = run_verify(tmp_path, venv)
     assert result["passed"] is True, result.get("msg")
     report = result["report"]
@@ -268,7 +268,7 @@ def test_vllm_verify_passes_without_gpu_on_0_33(tmp_path, overlay):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_vllm_verify_passes_with_assumed_sm12x(tmp_path, overlay, version):
-    venv, _ = overlay(version, shim="dgxspark")
+    venv, _site = overlay(version, shim="dgxspark")
     result = run_verify(tmp_path, venv, assume_capability="12.1")
     assert result["passed"] is True, result.get("msg")
     report = result["report"]
@@ -289,7 +289,7 @@ def test_vllm_verify_passes_with_assumed_sm12x(tmp_path, overlay, version):
 def test_vllm_verify_fails_the_seed_style_shim_on_0_24_at_12_1(tmp_path, overlay):
     """The seed's fixed 4-parameter wrapper fits 0.24's signature, so nothing raises; its dispatch has the same
     qualname as ours and loads no kernel. vllm_verify must still fail it: the shim is not this collection's."""
-    venv, _ = overlay("0.24.0", shim="seed")
+    venv, _site = overlay("0.24.0", shim="seed")
     result = run_verify(tmp_path, venv, assume_capability="12.1")
     assert result.get("failed") is True and result["passed"] is False, result
     report = result["report"]
@@ -306,7 +306,7 @@ def test_vllm_verify_fails_the_seed_style_shim_on_0_24_at_12_1(tmp_path, overlay
 
 def test_vllm_verify_fails_the_seed_style_shim_on_0_33(tmp_path, overlay):
     """The recipe's fixed 4-parameter wrapper on 0.33.0: fails even without a GPU (the wrapper raises first)."""
-    venv, _ = overlay("0.33.0", shim="seed")
+    venv, _site = overlay("0.33.0", shim="seed")
     result = run_verify(tmp_path, venv)
     assert result.get("failed") is True and result["passed"] is False, result
     assert any("TypeError" in p and "requires_softcap" in p for p in result["problems"]), result["problems"]
