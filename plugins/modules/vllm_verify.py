@@ -151,6 +151,11 @@ report:
           description: Why the archs are not available, or V(null).
           returned: always
           type: str
+    vllm_own_from:
+      description: For each name whose vLLM-alone answer was computed, where that vLLM code came from (a fresh
+        copy of its module, or its C(__wrapped__) original when a fresh copy could not be made).
+      returned: always
+      type: dict
     stand_ins:
       description: The stand-ins the probe registered (see O(assume_capability)), one line each; empty on a real run.
       returned: always

@@ -124,15 +124,22 @@ def call(func, *args, **kwargs):
         return "%s: %s" % (type(exc).__name__, exc)
 
 
-# vLLM's own functions that answer for the whole model, where they can be imported on this host.
-WHOLE_MODEL = [("flash_attn_supports_sinks()", lambda: fa_utils.flash_attn_supports_sinks()),
-               ("is_fa_version_supported(4)", lambda: fai.is_fa_version_supported(4)),
-               ("fa_version_unsupported_reason(4)", lambda: fai.fa_version_unsupported_reason(4)),
-               ("_is_fa4_supported()", lambda: list(fai._is_fa4_supported())),
-               ("flash_attn_supports_mla()", lambda: fa_utils.flash_attn_supports_mla())]
+# vLLM's own functions that answer for the whole model, where they can be imported on this host: (label, module,
+# name, arguments). The name is looked up at call time, as vLLM's callers do, so a patched attribute is what runs.
+WHOLE_MODEL = [("flash_attn_supports_sinks()", fa_utils, "flash_attn_supports_sinks", ()),
+               ("is_fa_version_supported(4)", fai, "is_fa_version_supported", (4,)),
+               ("fa_version_unsupported_reason(4)", fai, "fa_version_unsupported_reason", (4,)),
+               ("_is_fa4_supported()", fai, "_is_fa4_supported", ()),
+               ("flash_attn_supports_mla()", fa_utils, "flash_attn_supports_mla", ())]
 if hasattr(fa_utils, "flash_attn_supports_kv_cache_dtype"):  # 0.27 and later; it calls without a head size
-    WHOLE_MODEL.append(("flash_attn_supports_kv_cache_dtype('fp8')",
-                        lambda: fa_utils.flash_attn_supports_kv_cache_dtype("fp8")))
+    WHOLE_MODEL.append(("flash_attn_supports_kv_cache_dtype('fp8')", fa_utils, "flash_attn_supports_kv_cache_dtype",
+                        ("fp8",)))
+
+
+def whole_model(module, name, args):
+    answer = call(getattr(module, name), *args)
+    return list(answer) if isinstance(answer, tuple) else answer
+
 
 R["signature"] = list(inspect.signature(fa_utils.get_flash_attn_version).parameters)
 EVERY = {k: VALUES[k] for k in R["signature"]}
@@ -150,7 +157,7 @@ for label, cap in (("12.1", (12, 1)), ("12.0", (12, 0)), ("9.0", (9, 0)), ("none
             rows.append({"where": site["where"], "kwargs": kw, "answer": call(fa_utils.get_flash_attn_version, **kw)})
     R["by_capability"][label] = {
         "callers": rows,
-        "whole_model": {text: call(func) for text, func in WHOLE_MODEL},
+        "whole_model": {text: whole_model(module, name, args) for text, module, name, args in WHOLE_MODEL},
         "hd128": call(fa_utils.get_flash_attn_version, head_size=128),
         "hd256": call(fa_utils.get_flash_attn_version, head_size=256),
         "alibi": call(fa_utils.get_flash_attn_version, requires_alibi=True, head_size=64),

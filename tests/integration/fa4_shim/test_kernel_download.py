@@ -132,8 +132,8 @@ def test_a_model_marker_from_before_stays_valid(tmp_path, client, hub):
     dest = tmp_path / "k"
     publish(hub, "model")
     fetch(client, hub, dest, "--repo-type", "model")
-    (dest / ".dgxspark-kernel.json").write_text(json.dumps({"repo": REPO, "revision": REVISION,
-                                                             "subdir": "build/torch-cuda", "repo_type": "model"}))
+    old = {"repo": REPO, "revision": REVISION, "subdir": "build/torch-cuda", "repo_type": "model"}
+    (dest / ".dgxspark-kernel.json").write_text(json.dumps(old))
     hub.requests.clear()
     assert fetch(client, hub, dest)["changed"] is False and hub.requests == []
     again = fetch(client, hub, dest, "--repo-type", "kernel")

@@ -167,7 +167,7 @@ def test_the_seed_style_shim_answers_fa4_for_the_whole_model(result, version):
     """The negative control: the seed-style wrapper answers 4 without a head size, and claims sinks on 12.1."""
     seed = result(version, "seed")["by_capability"]["12.1"]
     sites = {s["where"] for s in result(version, "seed")["sites"] if s["head_size_less"]}
-    assert {answer for (where, _), answer in _rows(seed).items() if where in sites} == {4}
+    assert {answer for (where, _call), answer in _rows(seed).items() if where in sites} == {4}
     assert seed["whole_model"]["flash_attn_supports_sinks()"] is True
 
 

@@ -84,8 +84,8 @@ def test_sm12x_passes_with_this_collections_shim(tmp_path, venv, shape):
     assert len(report["installed_signature"]) == {"four": 4, "seven": 7}[shape]
     checks = {c["check"]: c for c in result["checks"]}
     caller = "get_flash_attn_version as called at v1/attention/backends/flash_attn.py:5 (no arguments) in select"
-    assert checks[caller + " gives vLLM's own answer"] == {"check": caller + " gives vLLM's own answer",
-                                                            "expected": 2, "seen": 2, "ok": True}
+    name = caller + " gives vLLM's own answer"
+    assert checks[name] == {"check": name, "expected": 2, "seen": 2, "ok": True}
     assert report["fa2_library"]["available"] is False and report["fa2_library"]["reason"]
 
 
