@@ -15,12 +15,16 @@ import json
 MARKER = "DGXSPARK_VLLM_PROBE="
 DEFAULT_FWD_QUALNAME = "_patch_cute_iface.<locals>._dispatch"
 SHIM_MODULE = "dgxspark_fa4_sm120_shim"
+SHIM_FINDER = SHIM_MODULE + "._PatchingFinder"
+# The attribute this collection's shim sets on each function it installs.
+SHIM_MARK = "__dgxspark_fa4_sm120_shim__"
 
 # Values given to get_flash_attn_version's parameters when the probe calls it with every
 # parameter of the installed signature. Parameters not listed get their declared default.
 CALL_VALUES = {
     "requires_alibi": False,
     "has_sinks": False,
+    "requires_local_attention": False,  # vLLM 0.27.x
     "requires_softcap": False,
     "kv_cache_block_size": 16,
     "supports_fa4_hd256": False,
@@ -32,7 +36,10 @@ import ast, json, os, sys, types, importlib, importlib.util, inspect, sysconfig,
 MARKER = "DGXSPARK_VLLM_PROBE="
 OPTS = json.loads(sys.argv[1])
 CALL_VALUES = OPTS["call_values"]
-R = {"python": sys.executable, "site_packages": sysconfig.get_paths()["purelib"], "stand_ins": [], "errors": {}}
+SHIM_MODULE = OPTS["shim_module"]
+SHIM_MARK = OPTS["shim_mark"]
+R = {"python": sys.executable, "site_packages": sysconfig.get_paths()["purelib"], "stand_ins": [], "errors": {},
+     "vllm_own_from": {}}
 
 
 def err(key, exc):
@@ -63,8 +70,34 @@ def innermost(func):
     return func
 
 
+def vllm_own(module, attr):
+    """vLLM's own function: from a fresh copy of its module, run from vLLM's file under another name, which no
+    import hook patches; whatever a shim did to the loaded module (even without __wrapped__) does not reach it."""
+    try:
+        spec = importlib.util.spec_from_file_location("_dgxspark_probe_copy_" + attr, module.__file__)
+        copy = importlib.util.module_from_spec(spec)
+        copy.__package__ = module.__package__
+        spec.loader.exec_module(copy)
+        R["vllm_own_from"].setdefault(attr, "fresh copy of %s" % module.__file__)
+        return getattr(copy, attr)
+    except Exception as exc:
+        R["vllm_own_from"][attr] = "__wrapped__ (a fresh copy failed: %s: %s)" % (type(exc).__name__, exc)
+        return innermost(getattr(module, attr))
+
+
+def by_this_shim(obj):
+    """True when obj was installed by this collection's shim: its mark, and its code in the shim's file."""
+    code = getattr(obj, "__code__", None)
+    if shim is None or code is None or not getattr(obj, SHIM_MARK, None):
+        return False
+    try:
+        return os.path.realpath(code.co_filename) == os.path.realpath(shim.__file__)
+    except Exception:
+        return False
+
+
 # ---- the hook, before anything of vLLM is imported
-shim = sys.modules.get("dgxspark_fa4_sm120_shim")
+shim = sys.modules.get(SHIM_MODULE)
 R["shim_loaded"] = shim is not None
 R["shim_status"] = None
 if shim is not None:
@@ -156,6 +189,7 @@ if OPTS.get("assume_capability"):
                               "here (%s)" % exc)
 
 # ---- flash_attn_interface
+own_is_fa4_supported = None
 try:
     fai = importlib.import_module("vllm.vllm_flash_attn.flash_attn_interface")
     R["fa4_available"] = bool(getattr(fai, "FA4_AVAILABLE", False))
@@ -163,8 +197,10 @@ try:
     f = fai._is_fa4_supported
     R["is_fa4_supported_qualname"] = qualname(f)
     R["is_fa4_supported_defined_in"] = defined_in(f)
+    R["is_fa4_supported_by_shim"] = by_this_shim(f)
     R["is_fa4_supported"] = list(f())
-    R["is_fa4_supported_vllm"] = list(innermost(f)())
+    own_is_fa4_supported = vllm_own(fai, "_is_fa4_supported")
+    R["is_fa4_supported_vllm"] = list(own_is_fa4_supported())
 except Exception as exc:
     err("flash_attn_interface", exc)
 
@@ -174,6 +210,7 @@ try:
     f = fa_utils.get_flash_attn_version
     R["fa_version_qualname"] = qualname(f)
     R["fa_version_defined_in"] = defined_in(f)
+    R["fa_version_by_shim"] = by_this_shim(f)
     tree = ast.parse(open(fa_utils.__file__).read())
     node = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "get_flash_attn_version"][0]
     names = [a.arg for a in node.args.args] + [a.arg for a in node.args.kwonlyargs]
@@ -201,16 +238,48 @@ try:
         except Exception as exc:
             return {"error": "%s: %s" % (type(exc).__name__, exc)}
 
+    own_version = vllm_own(fa_utils, "get_flash_attn_version")
+
+    def vllm_alone(kwargs):
+        """What vLLM's own function answers with vLLM's own _is_fa4_supported in place, as without any shim."""
+        iface = sys.modules.get("vllm.vllm_flash_attn.flash_attn_interface")
+        saved = getattr(iface, "_is_fa4_supported", None)
+        if saved is not None and own_is_fa4_supported is not None:
+            iface._is_fa4_supported = own_is_fa4_supported
+        try:
+            return call(own_version, kwargs)
+        finally:
+            if saved is not None:
+                iface._is_fa4_supported = saved
+
     R["fa_version_calls"] = {}
     for hs in OPTS["head_sizes"]:
         kwargs = every_parameter(hs)
-        R["fa_version_calls"][str(hs)] = {"kwargs": kwargs, "shim": call(f, kwargs), "vllm": call(innermost(f), kwargs)}
+        R["fa_version_calls"][str(hs)] = {"kwargs": kwargs, "shim": call(f, kwargs), "vllm": vllm_alone(kwargs)}
     # the keyword sets that the installed vLLM's own callers pass
     root = os.path.dirname(vllm.__file__)
+    # One call per keyword set; each call without a head size (a whole-model question) is kept on its own,
+    # with the function or class body it sits in.
     shapes = {}
+
+    def scan(node, scope, rel):
+        for child in ast.iter_child_nodes(node):
+            inner = scope + [child.name] if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else scope
+            if isinstance(child, ast.Call) and not child.args:
+                fn_node = child.func
+                cname = fn_node.id if isinstance(fn_node, ast.Name) else getattr(fn_node, "attr", None)
+                if cname == "get_flash_attn_version":
+                    key = tuple(sorted(k.arg for k in child.keywords if k.arg))
+                    where = "%s:%d" % (rel, child.lineno)
+                    if not any(k in ("head_size", "head_size_v") for k in key):
+                        key = (key, where)
+                    shapes.setdefault(key, {"where": where, "keywords": list(key[0] if isinstance(key[0], tuple) else key),
+                                            "in": "%s:%s" % (rel, ".".join(scope) or "<module>")})
+            scan(child, inner, rel)
+
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in ("third_party", "__pycache__")]
-        for fn in filenames:
+        dirnames[:] = sorted(d for d in dirnames if d not in ("third_party", "__pycache__"))
+        for fn in sorted(filenames):
             if not fn.endswith(".py"):
                 continue
             path = os.path.join(dirpath, fn)
@@ -220,17 +289,11 @@ try:
                 continue
             if "get_flash_attn_version(" not in text:
                 continue
-            for n in ast.walk(ast.parse(text)):
-                if isinstance(n, ast.Call):
-                    fn_node = n.func
-                    cname = fn_node.id if isinstance(fn_node, ast.Name) else getattr(fn_node, "attr", None)
-                    if cname == "get_flash_attn_version" and not n.args:
-                        key = tuple(sorted(k.arg for k in n.keywords if k.arg))
-                        shapes.setdefault(key, "%s:%d" % (os.path.relpath(path, root), n.lineno))
+            scan(ast.parse(text), [], os.path.relpath(path, root))
     R["caller_calls"] = []
-    for key, where in sorted(shapes.items()):
-        kwargs = {k: v for k, v in every_parameter(128).items() if k in key}
-        R["caller_calls"].append({"where": where, "keywords": list(key), "result": call(f, kwargs)})
+    for site in sorted(shapes.values(), key=lambda item: (item["keywords"], item["where"])):
+        kwargs = {k: v for k, v in every_parameter(128).items() if k in site["keywords"]}
+        R["caller_calls"].append(dict(site, result=call(f, kwargs), vllm=vllm_alone(kwargs)))
 except Exception as exc:
     err("fa_utils", exc)
 
@@ -240,6 +303,7 @@ try:
     f = cute._flash_attn_fwd
     R["flash_attn_fwd_qualname"] = qualname(f)
     R["flash_attn_fwd_defined_in"] = defined_in(f)
+    R["flash_attn_fwd_by_shim"] = by_this_shim(f)
 except Exception as exc:
     err("cute_interface", exc)
 
@@ -252,8 +316,9 @@ print(MARKER + json.dumps(R, default=repr))
 '''
 
 
-def probe_args(assume_capability=None, head_sizes=(128, 256)):
-    return json.dumps({"assume_capability": assume_capability, "head_sizes": list(head_sizes), "call_values": CALL_VALUES})
+def probe_args(assume_capability=None, head_sizes=(128, 256, None)):
+    return json.dumps({"assume_capability": assume_capability, "head_sizes": list(head_sizes), "call_values": CALL_VALUES,
+                       "shim_module": SHIM_MODULE, "shim_mark": SHIM_MARK})
 
 
 def parse_output(stdout):
@@ -270,16 +335,32 @@ def _mode(capability):
     return "sm12x" if capability.split(".")[0] == "12" else "other-gpu"
 
 
+def _is_fa4_hook(finder):
+    name = finder.lower()
+    return finder.endswith("Finder") and ("fa4" in name or "sm120" in name)
+
+
+def _value(result):
+    result = result or {}
+    return result.get("value") if "error" not in result else None
+
+
 def summarize(raw):
     """The report the module returns, from the probe's raw output."""
     calls = raw.get("fa_version_calls") or {}
     status = raw.get("shim_status") or {}
 
-    def value(hs):
-        result = (calls.get(str(hs)) or {}).get("shim") or {}
-        return result.get("value") if "error" not in result else None
+    def value(hs, whose="shim"):
+        return _value((calls.get(str(hs)) or {}).get(whose))
 
     supported = raw.get("is_fa4_supported")
+    supported_vllm = raw.get("is_fa4_supported_vllm")
+    finders = raw.get("meta_path_finders") or []
+    by_shim = {"_is_fa4_supported": raw.get("is_fa4_supported_by_shim"),
+               "get_flash_attn_version": raw.get("fa_version_by_shim"),
+               "_flash_attn_fwd": raw.get("flash_attn_fwd_by_shim")}
+    loaded = bool(raw.get("shim_loaded"))
+    ours = loaded and bool(status.get("installed")) and bool(status.get("finder_installed")) and SHIM_FINDER in finders
     return {
         "capability": raw.get("capability"),
         "real_capability": raw.get("real_capability"),
@@ -287,18 +368,27 @@ def summarize(raw):
         "vllm_version": raw.get("vllm_version"),
         "torch_version": raw.get("torch_version"),
         "site_packages": raw.get("site_packages"),
-        "hook_installed": bool(raw.get("shim_loaded") and status.get("finder_installed"))
-        or any(f.endswith("Finder") and "fa4" in f.lower() for f in raw.get("meta_path_finders") or []),
-        "shim": {"loaded": bool(raw.get("shim_loaded")), "file": raw.get("shim_file"), "enabled": status.get("enabled"),
-                 "kernel_dir": status.get("package_dir"), "kernel_revision": status.get("revision"),
-                 "kernel_loaded": status.get("kernel_loaded"), "kernel_error": status.get("kernel_error"),
+        # this collection's import hook; any other FA4 hook (the seed recipe's, say) is listed apart
+        "hook_installed": SHIM_FINDER in finders or bool(loaded and status.get("finder_installed")),
+        "other_fa4_hooks": [f for f in finders if _is_fa4_hook(f) and f != SHIM_FINDER],
+        "shim": {"loaded": loaded, "ours": ours, "file": raw.get("shim_file"), "enabled": status.get("enabled"),
+                 "version": status.get("version"), "kernel_dir": status.get("package_dir"),
+                 "kernel_revision": status.get("revision"),
+                 # only this collection's shim reports on its kernel; None when that shim is not the one loaded
+                 "kernel_loaded": status.get("kernel_loaded") if loaded else None,
+                 "kernel_error": status.get("kernel_error"),
                  "errors": status.get("errors") or [], "warnings": status.get("warnings") or []},
-        "meta_path_finders": raw.get("meta_path_finders") or [],
+        "patched_by_shim": {name: bool(flag) for name, flag in by_shim.items() if flag is not None},
+        "meta_path_finders": finders,
         "pth_files": raw.get("pth_files") or [],
         "fa4_available": raw.get("fa4_available"),
         "is_fa4_supported": tuple(supported) if supported is not None else None,
+        "is_fa4_supported_vllm": tuple(supported_vllm) if supported_vllm is not None else None,
         "fa_version_hd128": value(128),
         "fa_version_hd256": value(256),
+        # get_flash_attn_version without a head size (a whole-model question): the shim's and vLLM's own answer
+        "fa_version_no_head_size": value(None),
+        "fa_version_no_head_size_vllm": value(None, "vllm"),
         "installed_signature": raw.get("installed_signature"),
         "flash_attn_fwd_qualname": raw.get("flash_attn_fwd_qualname"),
         "is_fa4_supported_qualname": raw.get("is_fa4_supported_qualname"),
@@ -306,12 +396,15 @@ def summarize(raw):
         "fa2_extension": raw.get("fa2_extension"),
         "fa2_library_path": raw.get("fa2_library_path"),
         "stand_ins": raw.get("stand_ins") or [],
+        # where "vLLM's own" answers came from: a fresh copy of vLLM's module, or (if that failed) __wrapped__
+        "vllm_own_from": raw.get("vllm_own_from") or {},
         "errors": raw.get("errors") or {},
     }
 
 
 _IMPORTED_FROM = {"_is_fa4_supported": "flash_attn_interface", "get_flash_attn_version": "fa_utils",
                   "_flash_attn_fwd": "cute_interface"}
+_HEAD_SIZE_KEYWORDS = ("head_size", "head_size_v")
 
 
 def _check(checks, name, expected, seen, ok=None):
@@ -330,15 +423,21 @@ def judge(raw, report, expect_shim=True, expect_fwd_qualname=DEFAULT_FWD_QUALNAM
                "_flash_attn_fwd": raw.get("flash_attn_fwd_defined_in")}
     if not expect_shim:
         _check(checks, "hook installed", False, report["hook_installed"])
+        _check(checks, "no other FA4 import hook", [], report["other_fa4_hooks"])
         for name, where in defined.items():
             if where is not None:
                 _check(checks, "%s is vLLM's own" % name, "vllm", where)
         return checks
 
+    # Whose shim: this collection's module, its finder, and each of the three names installed by it.
     _check(checks, "hook installed", True, report["hook_installed"])
+    _check(checks, "the loaded shim is dgxspark.vllm's (%s)" % SHIM_MODULE, True, report["shim"]["ours"])
+    _check(checks, "no other FA4 import hook", [], report["other_fa4_hooks"])
     for name, where in defined.items():
         if _IMPORTED_FROM[name] not in errors:
-            _check(checks, "%s patched" % name, "not vLLM's own function", where, ok=where not in (None, "vllm"))
+            _check(checks, "%s patched by %s" % (name, SHIM_MODULE), "%s.py" % SHIM_MODULE,
+                   where if where != "vllm" else "vLLM's own function",
+                   ok=bool(report["patched_by_shim"].get(name)))
     if "cute_interface" not in errors:
         _check(checks, "_flash_attn_fwd qualname", expect_fwd_qualname, report["flash_attn_fwd_qualname"])
     # The signature pass-through: every parameter of the installed signature, and every caller's keywords.
@@ -351,19 +450,25 @@ def judge(raw, report, expect_shim=True, expect_fwd_qualname=DEFAULT_FWD_QUALNAM
                    vllm_result.get("value"), shim_result.get("value"))
     for call in raw.get("caller_calls") or []:
         result = call.get("result") or {}
-        _check(checks, "get_flash_attn_version as called at %s (%s)" % (call["where"], ", ".join(call["keywords"]) or "no arguments"),
-               "no error", result.get("error", "no error"))
+        where = "get_flash_attn_version as called at %s (%s)" % (call["where"], ", ".join(call["keywords"]) or "no arguments")
+        if call.get("in") and not any(k in call["keywords"] for k in _HEAD_SIZE_KEYWORDS):
+            where += " in %s" % call["in"].split(":", 1)[-1]
+        _check(checks, where, "no error", result.get("error", "no error"))
+        # A call without a head size asks about the whole model: it must get vLLM's own answer, on every GPU.
+        if "error" not in result and not any(k in call["keywords"] for k in _HEAD_SIZE_KEYWORDS) and "vllm" in call:
+            _check(checks, "%s gives vLLM's own answer" % where, _value(call["vllm"]), _value(result))
     if report["mode"] == "sm12x":
         _check(checks, "FA4_AVAILABLE", True, report["fa4_available"])
-        _check(checks, "_is_fa4_supported()", (True, None), report["is_fa4_supported"])
+        _check(checks, "_is_fa4_supported() outside a layer decision is vLLM's own", report["is_fa4_supported_vllm"],
+               report["is_fa4_supported"])
         _check(checks, "get_flash_attn_version for head size 128", 4, report["fa_version_hd128"])
         _check(checks, "get_flash_attn_version for head size 256", 2, report["fa_version_hd256"])
-        _check(checks, "SM120 kernel loaded", True, report["shim"]["kernel_loaded"]
-               if report["shim"]["loaded"] else True)
+        _check(checks, "get_flash_attn_version without a head size is vLLM's own", report["fa_version_no_head_size_vllm"],
+               report["fa_version_no_head_size"])
+        # Only this collection's shim can say that its kernel loaded; another shim reads as None.
+        _check(checks, "SM120 kernel loaded", True, report["shim"]["kernel_loaded"] if report["shim"]["ours"] else None)
     elif report["mode"] == "other-gpu":
-        supported_vllm = raw.get("is_fa4_supported_vllm")
-        _check(checks, "_is_fa4_supported() unchanged off SM12x",
-               tuple(supported_vllm) if supported_vllm is not None else None, report["is_fa4_supported"])
+        _check(checks, "_is_fa4_supported() unchanged off SM12x", report["is_fa4_supported_vllm"], report["is_fa4_supported"])
     lib = report.get("fa2_library") or {}
     if expect_fa2_native:
         _check(checks, "FA2 library has native sm_12x code", True, lib.get("native"))

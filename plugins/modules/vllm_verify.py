@@ -19,11 +19,18 @@ description:
     (read from its source), and once with each set of keywords that vLLM's own callers pass (found in the
     installed sources). A wrapper with a fixed parameter list, as in the upstream recipe, fails here with
     its C(TypeError) on vLLM 0.29 and later, where it would break every server.
-  - "On an SM12x GPU it expects: C(FA4_AVAILABLE) true, C(_is_fa4_supported()) = C((True, None)), version 4
-    for head size 128 and 2 for 256, and the shim's dispatch function as C(_flash_attn_fwd)."
+  - "It checks whose shim it sees: this collection's module C(dgxspark_fa4_sm120_shim) with its import hook, each
+    of the three patched names carrying that shim's mark with its code in that shim's file, and no other FA4 import
+    hook (such as the seed recipe's C(fa4_sm120_shim)). A shim with the same dispatch qualname is not enough."
+  - "On an SM12x GPU it expects: C(FA4_AVAILABLE) true, version 4 for head size 128 and 2 for 256, the shim's
+    dispatch function as C(_flash_attn_fwd), and the SM120 kernel reported loaded by this collection's shim."
+  - "Calls without a head size ask about the whole model (sinks, CUDA-graph support, ...): on every GPU,
+    C(get_flash_attn_version) called as each of vLLM's callers calls it without a head size, and
+    C(_is_fa4_supported()), must give vLLM's own answer. vLLM's own answer is computed from a fresh copy of
+    vLLM's modules that no import hook touched (RV(report.vllm_own_from))."
   - On another GPU it expects vLLM's own answers (the shim must change nothing there). Without a GPU it checks
-    what can be checked without one - the hook is installed, the three names are patched, the arguments pass
-    through - and reports the rest.
+    what can be checked without one - the hook is this collection's, the three names are patched by it, the
+    arguments pass through - and reports the rest.
   - "Without libcuda (a host with no NVIDIA driver, or CPU-only torch) vLLM's C(_vllm_fa2_C) extension cannot
     load and C(vllm.vllm_flash_attn) refuses to import. Only then the probe registers an empty stand-in module
     under that name, and says so in RV(report.stand_ins)."
@@ -144,6 +151,11 @@ report:
           description: Why the archs are not available, or V(null).
           returned: always
           type: str
+    vllm_own_from:
+      description: For each name whose vLLM-alone answer was computed, where that vLLM code came from (a fresh
+        copy of its module, or its C(__wrapped__) original when a fresh copy could not be made).
+      returned: always
+      type: dict
     stand_ins:
       description: The stand-ins the probe registered (see O(assume_capability)), one line each; empty on a real run.
       returned: always
@@ -154,15 +166,22 @@ report:
     mode: sm12x
     vllm_version: "0.33.0"
     hook_installed: true
+    other_fa4_hooks: []
+    patched_by_shim: {_is_fa4_supported: true, get_flash_attn_version: true, _flash_attn_fwd: true}
     fa4_available: true
-    is_fa4_supported: [true, null]
+    is_fa4_supported: [false, "FA4 is only supported on devices with compute capability 9.x, 10.x, or 11.x"]
+    is_fa4_supported_vllm: [false, "FA4 is only supported on devices with compute capability 9.x, 10.x, or 11.x"]
     fa_version_hd128: 4
     fa_version_hd256: 2
+    fa_version_no_head_size: 2
+    fa_version_no_head_size_vllm: 2
     flash_attn_fwd_qualname: "_patch_cute_iface.<locals>._dispatch"
     installed_signature: [requires_alibi, head_size, head_size_v, has_sinks, requires_softcap, kv_cache_block_size,
                           supports_fa4_hd256]
-    shim: {loaded: true, enabled: true, kernel_dir: /opt/vllm/kernels/flash-attn-4-sm120/6011.../build/torch-cuda,
-           kernel_loaded: true, kernel_error: null}
+    shim: {loaded: true, ours: true, enabled: true, version: "1.0.0",
+           kernel_dir: /opt/vllm/kernels/flash-attn-4-sm120/6011.../build/torch-cuda, kernel_loaded: true, kernel_error: null}
+    vllm_own_from: {_is_fa4_supported: "fresh copy of .../vllm/vllm_flash_attn/flash_attn_interface.py",
+                    get_flash_attn_version: "fresh copy of .../vllm/v1/attention/backends/fa_utils.py"}
     fa2_library: {available: true, path: ".../_vllm_fa2_C.abi3.so", sass_archs: [sm_121, sm_80], ptx_archs: [],
                   native: true}
     stand_ins: []

@@ -12,9 +12,12 @@ Subcommands:
       the pinning distribution requires at its installed version. Read-only.
   kernel-check DIR SUBDIR
       Whether DIR holds the kernel package at DIR/SUBDIR (read-only; imports nothing).
-  kernel-fetch --repo R --revision REV --dest DIR --subdir SUBDIR [--repo-type T] [--check]
+  kernel-fetch --repo R --revision REV --dest DIR --subdir SUBDIR [--repo-type auto|kernel|model] [--check]
       Download the Hugging Face repo at REV into DIR (through DIR.partial, renamed when complete),
-      unless DIR already holds that revision. HF_TOKEN and HF_ENDPOINT come from the environment.
+      unless DIR already holds that revision. auto asks for the Hub's "kernel" repo type first, then "model"
+      when the Hub has no such repo or revision under "kernel" (kernel repos of the model type are retired
+      from 2026-09-13); the marker file records which one served.
+      HF_TOKEN and HF_ENDPOINT come from the environment.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ SEED_NAME = "fa4_sm120_shim"
 # The seed's shim module: its kill switch, the kernel repo it loads and its import hook.
 SEED_FINGERPRINTS = ("FA4_SM120_SHIM", "flash-attn-4-sm120", "meta_path")
 MARKER = ".dgxspark-kernel.json"
+# The Hub repo types asked for, in order, for each --repo-type.
+REPO_TYPE_ORDER = {"auto": ["kernel", "model"], "kernel": ["kernel"], "model": ["model"]}
 
 
 def emit(data, rc=0):
@@ -217,38 +222,71 @@ def _make_readable(root):
                 os.chmod(path, 0o644)
 
 
+def _not_under_this_type(exc):
+    """True when the Hub says the repo or its revision is not there under the type asked for.
+
+    Then the next type may serve it. Anything else - a gated repo, a network or server error - is an answer
+    about the repo itself, and no other type is tried. (huggingface_hub knows the kernel type from 1.x on;
+    kernels==0.17.2 requires huggingface-hub>=1.10.)
+    """
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    if isinstance(exc, GatedRepoError):
+        return False
+    return isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError))
+
+
+def _first_line(exc):
+    text = str(exc).strip().splitlines()
+    return "%s: %s" % (type(exc).__name__, text[0] if text else "")
+
+
 def kernel_fetch(args):
-    want = {"repo": args.repo, "revision": args.revision, "subdir": args.subdir, "repo_type": args.repo_type}
+    types = REPO_TYPE_ORDER[args.repo_type]
+    want = {"repo": args.repo, "revision": args.revision, "subdir": args.subdir}
     current = kernel_check(args.dest, args.subdir)
     marker = current["marker"] or {}
-    if current["ok"] and all(marker.get(k) == v for k, v in want.items()):
-        return {"changed": False, "dest": args.dest, "msg": "%s already holds %s at %s" % (args.dest, args.repo, args.revision)}
+    if current["ok"] and all(marker.get(k) == v for k, v in want.items()) and marker.get("repo_type") in types:
+        return {"changed": False, "dest": args.dest, "repo_type": marker["repo_type"],
+                "msg": "%s already holds %s at %s (Hub repo type %s)"
+                % (args.dest, args.repo, args.revision, marker["repo_type"])}
     if args.check:
-        return {"changed": True, "dest": args.dest, "msg": "would download %s at %s" % (args.repo, args.revision)}
+        return {"changed": True, "dest": args.dest, "repo_type": None,
+                "msg": "would download %s at %s (Hub repo type %s)" % (args.repo, args.revision, " then ".join(types))}
     try:
         from huggingface_hub import snapshot_download
     except ImportError as exc:
         emit({"failed": True, "msg": "huggingface_hub is not importable in %s (%s); install the role's packages first"
               % (sys.executable, exc)}, 1)
     partial = args.dest + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(os.path.dirname(args.dest) or ".", exist_ok=True)
-    try:
-        snapshot_download(repo_id=args.repo, revision=args.revision, repo_type=args.repo_type, local_dir=partial)
-    except Exception as exc:
+    attempts, served = [], None
+    for repo_type in types:
         shutil.rmtree(partial, ignore_errors=True)
-        emit({"failed": True, "msg": "downloading %s (%s) at %s failed: %s: %s"
-              % (args.repo, args.repo_type, args.revision, type(exc).__name__, exc)}, 1)
+        try:
+            snapshot_download(repo_id=args.repo, revision=args.revision, repo_type=repo_type, local_dir=partial)
+        except Exception as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            attempts.append({"repo_type": repo_type, "error": _first_line(exc)})
+            if _not_under_this_type(exc):
+                continue
+            break
+        attempts.append({"repo_type": repo_type, "error": None})
+        served = repo_type
+        break
+    if served is None:
+        emit({"failed": True, "attempts": attempts,
+              "msg": "downloading %s at %s failed: %s" % (args.repo, args.revision, "; ".join(
+                  "as a %s repo: %s" % (a["repo_type"], a["error"]) for a in attempts))}, 1)
     shutil.rmtree(os.path.join(partial, ".cache"), ignore_errors=True)  # huggingface_hub's download metadata
     check = kernel_check(partial, args.subdir)
     if not check["ok"]:
         shutil.rmtree(partial, ignore_errors=True)
-        emit({"failed": True, "msg": "%s at %s does not have the expected layout: %s"
-              % (args.repo, args.revision, "; ".join(check["problems"]))}, 1)
+        emit({"failed": True, "attempts": attempts, "msg": "%s at %s (Hub repo type %s) does not have the expected layout: %s"
+              % (args.repo, args.revision, served, "; ".join(check["problems"]))}, 1)
     import compileall
     compileall.compile_dir(check["package_dir"], quiet=1)
     with open(os.path.join(partial, MARKER), "w") as handle:
-        json.dump(want, handle, sort_keys=True)
+        json.dump(dict(want, repo_type=served, repo_types_tried=[a["repo_type"] for a in attempts]), handle, sort_keys=True)
         handle.write("\n")
     _make_readable(partial)
     if os.path.lexists(args.dest):
@@ -260,8 +298,8 @@ def kernel_fetch(args):
     else:
         os.rename(partial, args.dest)
     files = sum(len(f) for _dirpath, _dirnames, f in os.walk(args.dest))
-    return {"changed": True, "dest": args.dest, "files": files,
-            "msg": "downloaded %s at %s into %s" % (args.repo, args.revision, args.dest)}
+    return {"changed": True, "dest": args.dest, "files": files, "repo_type": served, "attempts": attempts,
+            "msg": "downloaded %s at %s into %s (Hub repo type %s)" % (args.repo, args.revision, args.dest, served)}
 
 
 def main(argv=None):
@@ -280,7 +318,7 @@ def main(argv=None):
     p.add_argument("--revision", required=True)
     p.add_argument("--dest", required=True)
     p.add_argument("--subdir", required=True)
-    p.add_argument("--repo-type", default="model")
+    p.add_argument("--repo-type", choices=sorted(REPO_TYPE_ORDER), default="auto")
     p.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "seed":

@@ -9,10 +9,16 @@ vLLM's bundled FA4 (CuTe) kernels refuse paged KV and split-KV on compute capabi
 and vLLM never picks FA4 there. This module patches three vLLM names right after their
 modules execute (a ``sys.meta_path`` finder wraps their loaders):
 
-- ``vllm.vllm_flash_attn.flash_attn_interface._is_fa4_supported``: ``(True, None)`` on SM12x;
-- ``vllm.v1.attention.backends.fa_utils.get_flash_attn_version``: 4 on SM12x for head sizes
-  up to 128, 2 for ALiBi and for larger head sizes; every argument passes through, so the
-  4-parameter (vLLM 0.24-0.28) and 7-parameter (0.29+) signatures and any later keyword work;
+- ``vllm.v1.attention.backends.fa_utils.get_flash_attn_version``: decided per call. A call
+  with a head size decides one layer: 4 on SM12x for head sizes up to 128, 2 for ALiBi and for
+  larger head sizes. A call without a head size asks about the whole model (sinks, CUDA-graph
+  support, per-head quant scales, AOT scheduling): it gets vLLM's own answer, because the shim
+  cannot show that every layer goes to FA4 nor that the SM120 kernel keeps what FA4's answer
+  promises there. Every argument passes through, so the 4-parameter (vLLM 0.24-0.26, 0.28),
+  5-parameter (0.27) and 7-parameter (0.29+) signatures and any later keyword work;
+- ``vllm.vllm_flash_attn.flash_attn_interface._is_fa4_supported``: ``(True, None)`` on SM12x
+  only while the shim decides a layer through vLLM's own function (a configured FA version);
+  every other caller (head-size limits, PrefixLM, model-wide FA4 choices) gets vLLM's answer;
 - ``vllm.vllm_flash_attn.cute.interface._flash_attn_fwd``: on SM12x it calls the kernel
   loaded from a local directory (no network), adapting ``num_splits=0`` and the return shape.
 
@@ -61,6 +67,8 @@ _state = {
     "warnings": [],
 }
 _kernel = {"fwd": None, "params": None, "var_kw": False}
+# Per thread: how deep the shim is inside a layer decision that it hands to vLLM's own function.
+_layer = _thread._local()
 _route_cache = {"platform": None, "value": False}
 
 
@@ -284,11 +292,17 @@ def _mark(wrapper, original, what):
     return wrapper
 
 
+def _deciding_layer():
+    return getattr(_layer, "depth", 0) > 0
+
+
 def _patch_fa_iface(mod):
     original = mod._is_fa4_supported
 
     def _is_fa4_supported(*args, **kwargs):
-        if getattr(mod, "FA4_AVAILABLE", False) and _route_to_sm120():
+        # Only a layer decision may learn that FA4 works here; vLLM's other callers ask about the
+        # whole model (head sizes up to 512, PrefixLM, a model-wide FA4 choice) and get vLLM's answer.
+        if _deciding_layer() and getattr(mod, "FA4_AVAILABLE", False) and _route_to_sm120():
             return True, None
         return original(*args, **kwargs)
 
@@ -318,16 +332,24 @@ def _patch_fa_utils(mod):
 
     def get_flash_attn_version(*args, **kwargs):
         # Every argument goes through unchanged: whatever the installed signature is.
-        if not _route_to_sm120():
-            return original(*args, **kwargs)
         arguments = _bind(sig, args, kwargs)
         if arguments is None:
             return original(*args, **kwargs)  # vLLM's own TypeError, if any
         head_sizes = [arguments.get("head_size"), arguments.get("head_size_v")]
+        if all(h is None for h in head_sizes):
+            # No head size: a question about the whole model. vLLM's own answer, not FA4's.
+            return original(*args, **kwargs)
+        if not _route_to_sm120():
+            return original(*args, **kwargs)
         if arguments.get("requires_alibi") or any(h is not None and h > MAX_HEAD_DIM for h in head_sizes):
             return 2
         if _configured_fa_version() is not None or _batch_invariant():
-            return original(*args, **kwargs)
+            # vLLM decides this layer from its configuration; there FA4 is supported on SM12x.
+            _layer.depth = getattr(_layer, "depth", 0) + 1
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _layer.depth -= 1
         return 4
 
     mod.get_flash_attn_version = _mark(get_flash_attn_version, original, "get_flash_attn_version")

@@ -5,6 +5,7 @@ Layout under <repo>/.cache/fa4-real/ (git-ignored), each step skipped when its s
 - wheelhouse/: every wheel the venvs need, fetched once with ``pip download`` (torch 2.13.0+cpu comes
   from the machine's find-links /opt/wheels). The molecule scenario fa4_shim mounts it too.
 - base/: a venv with torch (CPU), triton, numpy, packaging, regex, einops and apache-tvm-ffi.
+- hub/: a venv with the real huggingface_hub client only (the kernel download tests).
 - vllm-<version>/: one venv per vLLM release with vllm and quack-kernels installed --no-deps and
   the nvidia-cutlass-dsl release that vLLM pins; a .pth file adds base/'s site-packages, so torch
   is unpacked once for all releases.
@@ -34,12 +35,43 @@ FIND_LINKS = [p for p in ("/opt/wheels",) if os.path.isdir(p)]
 BASE = ["torch==2.13.0", "triton==3.6.0", "numpy==2.4.6", "packaging==26.3", "regex==2026.11.15",
         "einops==0.8.2", "apache-tvm-ffi==0.1.11"]
 
-# Two releases with different get_flash_attn_version signatures: 4 parameters (0.24-0.28) and 7 (0.29+).
-# Each gets the quack-kernels and nvidia-cutlass-dsl versions its wheel pins.
-RELEASES = {
+# Every vLLM release from 0.24 to 0.33, each with the nvidia-cutlass-dsl version its wheel pins and a
+# quack-kernels release that fits it (0.24-0.26 only ask for quack-kernels>=0.3.3 / >=0.4.0: 0.4.1 imports with
+# cutlass-dsl 4.5.2, and with 4.6.0 only 0.6.1 does, the release 0.27 pins; later releases pin one).
+# get_flash_attn_version has 4 parameters up to 0.28 and 7 from 0.29.
+ALL_RELEASES = {
+    "0.24.0": {"no_deps": ["vllm==0.24.0", "quack-kernels==0.4.1"], "deps": ["nvidia-cutlass-dsl==4.5.2"]},
+    "0.25.0": {"no_deps": ["vllm==0.25.0", "quack-kernels==0.4.1"], "deps": ["nvidia-cutlass-dsl==4.5.2"]},
+    "0.25.1": {"no_deps": ["vllm==0.25.1", "quack-kernels==0.4.1"], "deps": ["nvidia-cutlass-dsl==4.5.2"]},
+    "0.26.0": {"no_deps": ["vllm==0.26.0", "quack-kernels==0.6.1"], "deps": ["nvidia-cutlass-dsl==4.6.0"]},
+    "0.27.0": {"no_deps": ["vllm==0.27.0", "quack-kernels==0.6.1"], "deps": ["nvidia-cutlass-dsl==4.6.0"]},
+    "0.27.1": {"no_deps": ["vllm==0.27.1", "quack-kernels==0.6.1"], "deps": ["nvidia-cutlass-dsl==4.6.0"]},
     "0.28.0": {"no_deps": ["vllm==0.28.0", "quack-kernels==0.6.4"], "deps": ["nvidia-cutlass-dsl==4.6.2"]},
+    "0.29.0": {"no_deps": ["vllm==0.29.0", "quack-kernels==0.6.4"], "deps": ["nvidia-cutlass-dsl==4.6.2"]},
+    "0.30.0": {"no_deps": ["vllm==0.30.0", "quack-kernels==0.6.5"], "deps": ["nvidia-cutlass-dsl==4.7.1"]},
+    "0.31.0": {"no_deps": ["vllm==0.31.0", "quack-kernels==0.6.5"], "deps": ["nvidia-cutlass-dsl==4.7.1"]},
+    "0.32.0": {"no_deps": ["vllm==0.32.0", "quack-kernels==0.6.5"], "deps": ["nvidia-cutlass-dsl==4.8.0"]},
     "0.33.0": {"no_deps": ["vllm==0.33.0", "quack-kernels==0.6.5"], "deps": ["nvidia-cutlass-dsl==4.8.0"]},
 }
+# What the tests install by default (CI): the oldest and the newest 4-parameter release and the newest one.
+# DGX_FA4_RELEASES="all" (or a space-separated list of versions) selects others; each costs ~1 GB of disk.
+# 0.33.0 is always in the wheelhouse: the molecule scenarios (fa4_shim, default) and benchmarks/fleet.py use it.
+DEFAULT_RELEASES = ["0.24.0", "0.28.0", "0.33.0"]
+ALWAYS = "0.33.0"
+
+
+def selected_releases():
+    wanted = os.environ.get("DGX_FA4_RELEASES", "").split()
+    if wanted == ["all"]:
+        return list(ALL_RELEASES)
+    unknown = [v for v in wanted if v not in ALL_RELEASES]
+    if unknown:
+        raise ValueError("DGX_FA4_RELEASES names releases realvllm.py does not know: %s" % ", ".join(unknown))
+    chosen = wanted or list(DEFAULT_RELEASES)
+    return [v for v in ALL_RELEASES if v in chosen or v == ALWAYS]
+
+
+RELEASES = {version: ALL_RELEASES[version] for version in selected_releases()}
 
 # What the molecule scenario fa4_shim needs besides: the role's packages (kernels with its dependencies; the
 # others are above) and uv, whose binary the scenario's prepare step takes out of its wheel.
@@ -47,6 +79,8 @@ ROLE_PACKAGES = ["kernels==0.17.2"]
 MOLECULE_NO_DEPS = ["uv==0.13.8"]
 # An older einops for test_role_packages.py: a package vLLM requires, installed at another version than asked.
 TEST_NO_DEPS = ["einops==0.8.1"]
+# The Hub client of test_kernel_download.py: the version kernels==0.17.2 resolves to, with its dependencies.
+HUB_CLIENT = ["huggingface_hub==2.4.0"]
 
 
 def _stamp(*parts):
@@ -73,14 +107,14 @@ def _pip(python, *args):
 
 def ensure_wheelhouse():
     """Fetch every wheel once (pip download skips the files already there)."""
-    want = _stamp(BASE, RELEASES, ROLE_PACKAGES, MOLECULE_NO_DEPS, TEST_NO_DEPS, FIND_LINKS)
+    want = _stamp(BASE, RELEASES, ROLE_PACKAGES, MOLECULE_NO_DEPS, TEST_NO_DEPS, HUB_CLIENT, FIND_LINKS)
     stamp = WHEELHOUSE / ".stamp"
     if stamp.is_file() and stamp.read_text() == want:
         return WHEELHOUSE
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     download = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", WHEELHOUSE,
                 "--only-binary=:all:"]
-    _run(download + BASE + ROLE_PACKAGES)
+    _run(download + BASE + ROLE_PACKAGES + HUB_CLIENT)
     _run(download + ["--no-deps"] + MOLECULE_NO_DEPS + TEST_NO_DEPS)
     for spec in RELEASES.values():
         _run(download + ["--no-deps"] + spec["no_deps"])
@@ -113,9 +147,17 @@ def ensure_base():
     return _build(CACHE / "base", _stamp(BASE, FIND_LINKS), lambda venv: _pip(venv / "bin" / "python", *BASE))
 
 
+def ensure_hub():
+    """A venv with the real huggingface_hub client (no vLLM, no torch): what the role's download step runs."""
+    ensure_wheelhouse()
+    return _build(CACHE / "hub", _stamp(HUB_CLIENT, FIND_LINKS), lambda venv: _pip(venv / "bin" / "python", *HUB_CLIENT))
+
+
 def ensure_release(version):
     base = ensure_base()
-    spec = RELEASES[version]
+    spec = ALL_RELEASES[version]
+    if version not in RELEASES:
+        raise ValueError("vLLM %s is not selected (DGX_FA4_RELEASES); its wheels are not in the wheelhouse" % version)
     base_site = _site_packages(base)
 
     def populate(venv):
@@ -131,7 +173,7 @@ def ensure_release(version):
 def overlay(path, version, shim=None, kernel_dir=None):
     """A bare venv at path whose site-packages adds the release's venv, with the shim under test.
 
-    shim: None, "dgxspark" (this collection's shim and .pth) or "seed" (the seed-style stand-in).
+    shim: None (vLLM alone), "dgxspark" (this collection's shim and .pth) or "seed" (the seed-style stand-in).
     """
     release = ensure_release(version)
     _run([sys.executable, "-m", "venv", "--without-pip", path])
@@ -148,16 +190,18 @@ def overlay(path, version, shim=None, kernel_dir=None):
 
 
 if __name__ == "__main__":
-    # python realvllm.py wheelhouse | base | <version>: build that (idempotently); print its path, then
+    # python realvllm.py wheelhouse | base | hub | <version>: build that (idempotently); print its path, then
     # "changed" or "unchanged" (the molecule scenario's prepare step reports it honestly).
     what = sys.argv[1] if len(sys.argv) > 1 else "wheelhouse"
-    target = {"wheelhouse": WHEELHOUSE / ".stamp", "base": CACHE / "base" / ".dgx-stamp"}.get(
+    target = {"wheelhouse": WHEELHOUSE / ".stamp", "base": CACHE / "base" / ".dgx-stamp", "hub": CACHE / "hub" / ".dgx-stamp"}.get(
         what, CACHE / ("vllm-" + what) / ".dgx-stamp")
     before = target.read_text() if target.is_file() else None
     if what == "wheelhouse":
         print(ensure_wheelhouse())
     elif what == "base":
         print(ensure_base())
+    elif what == "hub":
+        print(ensure_hub())
     else:
         print(ensure_release(what))
     print("unchanged" if target.is_file() and target.read_text() == before else "changed")

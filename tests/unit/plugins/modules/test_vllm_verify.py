@@ -48,9 +48,9 @@ def venv(tmp_path):
         path = tmp_path / "venv"
         site = standin_vllm.make_venv(path)
         standin_vllm.write_vllm(site, shape)
-        if shim == "dgxspark":
+        if shim in ("dgxspark", "both"):
             standin_vllm.install_shim(site, kernel_dir)
-        elif shim == "seed":
+        if shim in ("seed", "both"):
             standin_vllm.install_seed_style(site)
         return str(path)
     return make
@@ -62,21 +62,30 @@ def verify(tmp_path, venv_path, capability, **options):
     return run_module(tmp_path, args)
 
 
+SHIM_NAMES = ("_is_fa4_supported", "get_flash_attn_version", "_flash_attn_fwd")
+
+
 @pytest.mark.parametrize("shape", ["four", "seven"])
-def test_sm12x_passes_with_the_seed_expectations(tmp_path, venv, shape):
+def test_sm12x_passes_with_this_collections_shim(tmp_path, venv, shape):
     result = verify(tmp_path, venv(shape), "12.1")
     assert result["passed"] is True, result.get("msg") or result["problems"]
     assert result["changed"] is False and result["problems"] == []
     report = result["report"]
     assert report["mode"] == "sm12x" and report["capability"] == "12.1"
     assert report["hook_installed"] is True and report["fa4_available"] is True
-    assert report["is_fa4_supported"] == [True, None]
+    assert report["shim"]["ours"] is True and report["other_fa4_hooks"] == []
+    assert report["patched_by_shim"] == {name: True for name in SHIM_NAMES}
+    # per layer: FA4 for 128, FA2 for 256; whole-model answers are vLLM's own (FA2, FA4 unsupported on 12.x)
     assert (report["fa_version_hd128"], report["fa_version_hd256"]) == (4, 2)
+    assert report["fa_version_no_head_size"] == report["fa_version_no_head_size_vllm"] == 2
+    assert report["is_fa4_supported"] == report["is_fa4_supported_vllm"] and report["is_fa4_supported"][0] is False
     assert report["flash_attn_fwd_qualname"] == "_patch_cute_iface.<locals>._dispatch"
     assert report["shim"]["kernel_loaded"] is True and report["shim"]["kernel_revision"] == "standin"
     assert len(report["installed_signature"]) == {"four": 4, "seven": 7}[shape]
-    names = [c["check"] for c in result["checks"]]
-    assert any(n.startswith("get_flash_attn_version as called at v1/attention/backends/flash_attn.py") for n in names)
+    checks = {c["check"]: c for c in result["checks"]}
+    caller = "get_flash_attn_version as called at v1/attention/backends/flash_attn.py:5 (no arguments) in select"
+    name = caller + " gives vLLM's own answer"
+    assert checks[name] == {"check": name, "expected": 2, "seen": 2, "ok": True}
     assert report["fa2_library"]["available"] is False and report["fa2_library"]["reason"]
 
 
@@ -101,10 +110,10 @@ def test_without_gpu_checks_hook_names_and_pass_through(tmp_path, venv):
     report = result["report"]
     assert report["mode"] == "no-gpu" and report["fa_version_hd128"] is None
     checks = {c["check"]: c for c in result["checks"]}
-    assert checks["hook installed"]["ok"]
-    assert all(checks["%s patched" % n]["ok"] for n in ("_is_fa4_supported", "get_flash_attn_version", "_flash_attn_fwd"))
+    assert checks["hook installed"]["ok"] and checks["the loaded shim is dgxspark.vllm's (dgxspark_fa4_sm120_shim)"]["ok"]
+    assert all(checks["%s patched by dgxspark_fa4_sm120_shim" % n]["ok"] for n in SHIM_NAMES)
     accepted = [c for n, c in checks.items() if n.startswith("get_flash_attn_version(requires_alibi=False")]
-    assert len(accepted) == 2 and all(c["ok"] for c in accepted)
+    assert len(accepted) == 3 and all(c["ok"] for c in accepted), "head sizes 128, 256 and none"
     assert "kv_cache_block_size=16" in accepted[0]["check"]
     assert not any("head size 128" in n for n in checks), "no GPU: the SM12x values are not judged"
 
@@ -131,10 +140,11 @@ def test_seed_style_fixed_wrapper_fails_on_the_seven_parameter_signature(tmp_pat
     assert any("unexpected keyword argument 'requires_softcap'" in p for p in result["problems"]), result["problems"]
     assert "get_flash_attn_version for head size 128: expected 4, got None" in result["problems"]
     assert "does not match the expectations" in result["msg"] and "TypeError" in result["msg"]
-    # the rest of what the recipe checks does hold
+    # what the recipe itself checks holds (a dispatch of the same qualname); whose shim it is does not
     checks = {c["check"]: c for c in result["checks"]}
-    assert checks["hook installed"]["ok"] and checks["_flash_attn_fwd qualname"]["ok"]
-    assert checks["_is_fa4_supported()"]["ok"]
+    assert checks["_flash_attn_fwd qualname"]["ok"]
+    assert "SM120 kernel loaded: expected True, got None" in result["problems"]
+    assert "the loaded shim is dgxspark.vllm's (dgxspark_fa4_sm120_shim): expected True, got False" in result["problems"]
 
 
 def test_seed_style_fixed_wrapper_fails_without_gpu_too(tmp_path, venv):
@@ -143,9 +153,36 @@ def test_seed_style_fixed_wrapper_fails_without_gpu_too(tmp_path, venv):
     assert any("TypeError" in p for p in result["problems"])
 
 
-def test_seed_style_wrapper_is_fine_on_the_four_parameter_signature(tmp_path, venv):
-    result = verify(tmp_path, venv("four", shim="seed"), "12.1")
-    assert result["passed"] is True, result.get("msg")
+def test_seed_style_shim_fails_on_the_four_parameter_signature_too(tmp_path, venv):
+    """Its wrapper fits the 4-parameter signature, so nothing raises: the check must still see whose shim it is."""
+    result = verify(tmp_path, venv("four", shim="seed"), "12.1", fail_on_mismatch=False)
+    assert result["passed"] is False
+    report = result["report"]
+    assert (report["fa_version_hd128"], report["fa_version_hd256"]) == (4, 2), "the recipe's own checks pass"
+    assert report["flash_attn_fwd_qualname"] == "_patch_cute_iface.<locals>._dispatch"
+    assert report["shim"] == dict(report["shim"], loaded=False, ours=False, kernel_loaded=None)
+    assert report["other_fa4_hooks"] == ["fa4_sm120_shim._PatchingFinder"]
+    assert not any(report["patched_by_shim"].values())
+    problems = result["problems"]
+    assert "SM120 kernel loaded: expected True, got None" in problems
+    assert "hook installed: expected True, got False" in problems
+    assert "no other FA4 import hook: expected [], got ['fa4_sm120_shim._PatchingFinder']" in problems
+    assert "get_flash_attn_version without a head size is vLLM's own: expected 2, got 4" in problems
+    assert any(p.startswith("_is_fa4_supported() outside a layer decision is vLLM's own: expected (False,") for p in problems)
+    assert not any("TypeError" in p for p in problems)
+
+
+def test_this_shim_wrapped_by_the_seeds_fails(tmp_path, venv):
+    """Both shims in one venv: the seed's .pth runs after ours and wraps our functions; the check names it."""
+    result = verify(tmp_path, venv("four", shim="both"), "12.1", fail_on_mismatch=False)
+    assert result["passed"] is False
+    report = result["report"]
+    assert report["shim"]["ours"] is True and report["hook_installed"] is True
+    assert report["other_fa4_hooks"] == ["fa4_sm120_shim._PatchingFinder"]
+    assert report["patched_by_shim"] == {name: False for name in SHIM_NAMES}
+    assert any(p.startswith("get_flash_attn_version patched by dgxspark_fa4_sm120_shim: expected "
+                            "'dgxspark_fa4_sm120_shim.py', got '") and p.endswith("/fa4_sm120_shim.py'")
+               for p in result["problems"]), result["problems"]
 
 
 def test_missing_kernel_fails_with_a_readable_difference(tmp_path, venv):
@@ -161,7 +198,9 @@ def test_absent_shim(tmp_path, venv):
     assert verify(tmp_path, path, "12.1", expect_shim=False)["passed"] is True
     result = verify(tmp_path, path, "12.1")
     assert result["failed"] is True and "hook installed: expected True, got False" in result["problems"]
-    assert "get_flash_attn_version patched: expected \"not vLLM's own function\", got 'vllm'" in result["problems"]
+    assert ("get_flash_attn_version patched by dgxspark_fa4_sm120_shim: expected 'dgxspark_fa4_sm120_shim.py', "
+            "got \"vLLM's own function\"") in result["problems"]
+    assert "SM120 kernel loaded: expected True, got None" in result["problems"]
 
 
 def test_kill_switch_environment(tmp_path, venv):

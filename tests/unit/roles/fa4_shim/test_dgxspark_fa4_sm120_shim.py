@@ -75,8 +75,11 @@ CALLS_SM12X = """
     R["hd64_v256"] = caller.select(head_size=64, head_size_v=256)
     R["alibi"] = caller.select(requires_alibi=True, head_size=64)
     R["no_args"] = caller.select()
+    R["no_args_vllm"] = fa_utils.get_flash_attn_version.__wrapped__()
+    R["none_sizes"] = caller.select(head_size=None, head_size_v=None, has_sinks=True)
     R["positional"] = fa_utils.get_flash_attn_version(False, 128)
     R["supported"] = fai._is_fa4_supported()
+    R["supported_vllm"] = fai._is_fa4_supported.__wrapped__()
     R["varlen"] = fai.flash_attn_varlen_func("Q", "K", "V", block_table="BT", num_splits=0, fa_version=4,
                                            return_softmax_lse=True)
     import dgxspark_fa4_sm120_kernel.interface as kernel
@@ -94,8 +97,12 @@ def test_sm12x_routes_fa4_through_the_local_kernel(site, shape):
     assert result["qual_supported"] == "dgxspark_fa4_sm120_shim._patch_fa_iface.<locals>._is_fa4_supported"
     assert result["qual_fwd"] == "dgxspark_fa4_sm120_shim._patch_cute_iface.<locals>._dispatch"
     assert (result["hd128"], result["hd256"], result["hd64_v256"], result["alibi"]) == (4, 2, 2, 2)
-    assert result["no_args"] == 4 and result["positional"] == 4
-    assert result["supported"] == [True, None]
+    assert result["positional"] == 4
+    # Without a head size the question is about the whole model: vLLM's own answer (FA2 on SM12x).
+    assert result["no_args"] == result["no_args_vllm"] == 2 and result["none_sizes"] == 2
+    # Outside a layer decision _is_fa4_supported() is vLLM's own too.
+    assert result["supported"] == result["supported_vllm"]
+    assert result["supported"][0] is False and "9.x, 10.x, or 11.x" in result["supported"][1]
     # vLLM's FA4 branch unpacks four values; the kernel returned two; num_splits 0 became 1; paged KV went through.
     assert result["varlen"] == [["standin-out", "Q"], "standin-lse"]
     assert result["kernel_calls"] == [{"num_splits": 1, "page_table": "BT", "return_lse": True}]
@@ -244,11 +251,19 @@ def test_configured_version_and_batch_invariance_are_respected(site):
     sitedir = site("seven")
     body = """
         import vllm.v1.attention.backends.fa_utils as fa_utils
+        import vllm.vllm_flash_attn.flash_attn_interface as fai
         R["hd128"] = fa_utils.get_flash_attn_version(head_size=128)
+        R["no_args"] = fa_utils.get_flash_attn_version()
+        R["supported_after"] = fai._is_fa4_supported()[0]
     """
     assert run(sitedir, body, extra_env={"STANDIN_FA_VERSION": "2"})[0]["hd128"] == 2
     assert run(sitedir, body, extra_env={"STANDIN_BATCH_INVARIANT": "1"})[0]["hd128"] == 2
     assert run(sitedir, body)[0]["hd128"] == 4
+    # A configured FA4: vLLM's own function decides the layer, and learns there that FA4 works on SM12x;
+    # the whole-model question without a head size gets what vLLM alone answers (None: FA4 unsupported),
+    # and _is_fa4_supported() is vLLM's own again after the layer decision.
+    configured = run(sitedir, body, extra_env={"STANDIN_FA_VERSION": "4"})[0]
+    assert (configured["hd128"], configured["no_args"], configured["supported_after"]) == (4, None, False)
 
 
 def test_loader_keeps_the_real_loaders_features_and_reload_repatches(site):

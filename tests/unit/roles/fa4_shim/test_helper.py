@@ -1,8 +1,9 @@
 """Unit tests of the role's helper script (files/dgxspark_fa4_shim_helper.py), run as the role runs it.
 
 Distributions are stand-ins: *.dist-info directories with a METADATA file, on a temporary
-sys.path entry, which importlib.metadata reads like installed packages. huggingface_hub is a
-stand-in module whose snapshot_download copies the stand-in kernel tree (no network here).
+sys.path entry, which importlib.metadata reads like installed packages. The kernel download
+(kernel-fetch) is tested with the real huggingface_hub client against the Hub stand-in in
+tests/integration/fa4_shim/test_kernel_download.py.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -110,79 +109,6 @@ def test_kernel_check(tmp_path):
     bad = helper("kernel-check", tmp_path, "build/torch-cuda")
     assert not bad["ok"] and any("__init__.py is missing" in p for p in bad["problems"])
     assert not helper("kernel-check", tmp_path / "none", "x")["ok"]
-
-
-HUB_STANDIN = '''
-import os, shutil
-CALLS_FILE = os.environ["HUB_STANDIN_LOG"]
-
-def snapshot_download(repo_id, revision=None, repo_type=None, local_dir=None, **kwargs):
-    with open(CALLS_FILE, "a") as log:
-        log.write("%s %s %s %s\\n" % (repo_id, revision, repo_type, "token" if os.environ.get("HF_TOKEN") else "-"))
-    if os.environ.get("HUB_STANDIN_FAIL"):
-        os.makedirs(local_dir, exist_ok=True)
-        raise OSError("401 Client Error: repository type 'model' refused")
-    shutil.copytree(os.environ["HUB_STANDIN_SOURCE"], local_dir)
-    os.makedirs(os.path.join(local_dir, ".cache", "huggingface"), exist_ok=True)
-    return local_dir
-'''
-
-
-@pytest.fixture
-def hub(tmp_path):
-    (tmp_path / "hub" / "huggingface_hub").mkdir(parents=True)
-    (tmp_path / "hub" / "huggingface_hub" / "__init__.py").write_text(HUB_STANDIN)
-    log = tmp_path / "calls.log"
-    env = {"HUB_STANDIN_LOG": str(log), "HUB_STANDIN_SOURCE": str(STANDIN_KERNEL), "HF_TOKEN": "hf_secret"}
-    return tmp_path / "hub", env, log
-
-
-def fetch(dest, hub, extra=(), env=None, expect_rc=0):
-    path, base_env, _log = hub
-    full = dict(base_env)
-    full.update(env or {})
-    return helper("kernel-fetch", "--repo", "SecondNatureComputing/flash-attn-4-sm120", "--revision", "a" * 40,
-                  "--dest", dest, "--subdir", "build/torch-cuda", *extra, path=[path], env=full, expect_rc=expect_rc)
-
-
-def test_kernel_fetch_downloads_once(tmp_path, hub):
-    dest = tmp_path / "kernels" / ("a" * 40)
-    assert fetch(dest, hub, ["--check"])["changed"] is True and not dest.exists()
-    first = fetch(dest, hub)
-    assert first["changed"] is True and (dest / "build" / "torch-cuda" / "interface.py").is_file()
-    assert not (dest / ".cache").exists() and not Path(str(dest) + ".partial").exists()
-    marker = json.loads((dest / ".dgxspark-kernel.json").read_text())
-    assert marker == {"repo": "SecondNatureComputing/flash-attn-4-sm120", "revision": "a" * 40,
-                      "subdir": "build/torch-cuda", "repo_type": "model"}
-    assert list((dest / "build" / "torch-cuda" / "__pycache__").glob("interface.*.pyc")), "compiled at provisioning"
-    assert oct((dest / "build" / "torch-cuda" / "interface.py").stat().st_mode & 0o777) == "0o644"
-    second = fetch(dest, hub)
-    assert second["changed"] is False
-    assert fetch(dest, hub, ["--check"])["changed"] is False
-    calls = hub[2].read_text().splitlines()
-    assert calls == ["SecondNatureComputing/flash-attn-4-sm120 %s model token" % ("a" * 40)], "one download, token from the environment"
-
-
-def test_kernel_fetch_failure_leaves_nothing_and_keeps_the_token_out(tmp_path, hub):
-    dest = tmp_path / "k"
-    result = fetch(dest, hub, env={"HUB_STANDIN_FAIL": "1"}, expect_rc=1)
-    assert result["failed"] is True and "401 Client Error" in result["msg"] and "hf_secret" not in json.dumps(result)
-    assert not dest.exists() and not Path(str(dest) + ".partial").exists()
-
-
-def test_kernel_fetch_rejects_a_wrong_layout(tmp_path, hub):
-    empty = tmp_path / "empty-repo"
-    empty.mkdir()
-    result = fetch(tmp_path / "k", hub, env={"HUB_STANDIN_SOURCE": str(empty)}, expect_rc=1)
-    assert "does not have the expected layout" in result["msg"] and not (tmp_path / "k").exists()
-
-
-def test_kernel_fetch_replaces_an_unmarked_directory(tmp_path, hub):
-    dest = tmp_path / "k"
-    dest.mkdir()
-    (dest / "stray").write_text("x")
-    assert fetch(dest, hub)["changed"] is True
-    assert not (dest / "stray").exists() and (dest / ".dgxspark-kernel.json").is_file()
 
 
 def test_helper_errors_are_json(tmp_path):
