@@ -16,12 +16,29 @@ tree (e.g. <vllm>/.deps/vllm-flash-attn-src) and --python at the vLLM venv's pyt
     python3 benchmarks/fa2_build.py                                   # test project, 3 runs each
     python3 benchmarks/fa2_build.py --source ~/fa-src --python /opt/vllm/venv/bin/python --jobs 8 --runs 1
 
+A fixed subset of the real FA2 sources (--subset GLOB, repeatable) keeps only the matching
+csrc/flash_attn/src/flash_fwd_*.cu files in each copy, so that FA's file(GLOB) compiles just those, for a
+one-arch against two-arch ratio that fits in less time than two full builds:
+
+    python3 benchmarks/fa2_build.py --source ~/fa-src --python /opt/vllm/venv/bin/python --jobs 2 --runs 2 \
+        --subset 'flash_fwd_hdim128_*' --cuda-driver-library /usr/local/cuda/lib64/stubs/libcuda.so
+
+--watch samples, instead of building, the processes of a build that runs elsewhere (the fa2_native role's,
+say) until a file matching --until appears: the peak RSS of the largest compiler process (with its source
+file), the peak sum over the compiler processes, and the lowest MemAvailable:
+
+    python3 benchmarks/fa2_build.py --watch --until '/var/lib/dgxspark/fa2_native/logs/build-*.log.rc' --json
+
+(--cgroup ID counts only the processes of one container, on a machine where others compile too.)
+
 Not a test: run by hand; prints a table and, with --json, a JSON line. Needs cmake >= 3.26, ninja, nvcc.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import glob
 import json
 import os
 import shutil
@@ -107,10 +124,101 @@ def run_measured(argv, env, log):
     return seconds, sampler.peak, maxrss[-1] * 1024 if maxrss else None
 
 
+# Processes that belong to a CUDA build (nvcc runs cicc, ptxas, fatbinary, cudafe++ and the host compiler).
+COMPILER_NAMES = ("nvcc", "cicc", "ptxas", "fatbinary", "nvlink", "cudafe++", "cc1plus", "cc1", "gcc", "g++", "c++",
+                  "ld", "collect2", "as")
+
+
+def _proc_name(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def _proc_source(pid):
+    """The .cu/.cpp file a compiler process works on, from its command line (for the report)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            argv = handle.read().decode(errors="replace").split("\0")
+    except OSError:
+        return ""
+    files = [a for a in argv if a.endswith((".cu", ".cpp", ".cc"))]
+    return os.path.basename(files[-1]) if files else ""
+
+
+def _proc_cgroup(pid):
+    try:
+        with open("/proc/%d/cgroup" % pid) as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def _mem_available():
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def watch(args):
+    """Sample the compiler processes of the whole machine until a file matching args.until exists."""
+    started, samples = time.monotonic(), 0
+    peak_sum, largest, largest_what, low_avail, peak_count = 0, 0, "", _mem_available(), 0
+    while time.monotonic() - started < args.timeout:
+        if args.until and glob.glob(args.until):
+            break
+        total, count = 0, 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            name = _proc_name(pid)
+            if name not in COMPILER_NAMES or (args.cgroup and args.cgroup not in _proc_cgroup(pid)):
+                continue
+            rss = _rss(pid)
+            total += rss
+            count += 1
+            if rss > largest:
+                largest, largest_what = rss, "%s %s" % (name, _proc_source(pid))
+        peak_sum, peak_count = max(peak_sum, total), max(peak_count, count)
+        low_avail = min(low_avail, _mem_available())
+        samples += 1
+        time.sleep(args.interval)
+    result = {"seconds": round(time.monotonic() - started, 1), "samples": samples, "interval_s": args.interval,
+              "largest_process_mb": round(largest / 1e6, 1), "largest_process": largest_what.strip(),
+              "compilers_peak_sum_mb": round(peak_sum / 1e6, 1), "compilers_peak_count": peak_count,
+              "mem_available_low_mb": round(low_avail / 1e6, 1), "until": args.until,
+              "until_found": bool(args.until and glob.glob(args.until))}
+    print("watched %.0f s (%d samples): largest compiler process %.1f MB (%s); compilers together at most %.1f MB "
+          "(%d processes at most); MemAvailable at least %.1f MB" % (
+              result["seconds"], samples, result["largest_process_mb"], result["largest_process"],
+              result["compilers_peak_sum_mb"], peak_count, result["mem_available_low_mb"]), flush=True)
+    if args.json:
+        print(json.dumps(result))
+
+
+def keep_subset(src, patterns):
+    """Delete the FA2 generated sources that match none of the patterns; returns the kept file names."""
+    kept = []
+    for path in sorted((src / "csrc" / "flash_attn" / "src").glob("flash_fwd_*.cu")):
+        if any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns):
+            kept.append(path.name)
+        else:
+            path.unlink()
+    if not kept:
+        raise SystemExit("--subset %s matches no csrc/flash_attn/src/flash_fwd_*.cu in %s" % (patterns, src))
+    return kept
+
+
 def one_build(args, archs, workdir, index):
     src = workdir / ("src-%d" % index)
     build = workdir / ("build-%d" % index)
     shutil.copytree(args.source, src, symlinks=True, ignore=shutil.ignore_patterns(".git", "build"))
+    kept = keep_subset(src, args.subset) if args.subset else None
     text = (src / "CMakeLists.txt").read_text()
     patched, info = fa2_source.patch_cmakelists(text, archs, args.cuda_version)
     (src / "CMakeLists.txt").write_text(patched)
@@ -121,6 +229,8 @@ def one_build(args, archs, workdir, index):
     configure = [args.cmake, "-S", str(src), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
                  "-DPython_EXECUTABLE=%s" % args.python, "-DCMAKE_CUDA_COMPILER=%s" % args.nvcc,
                  "-DCUDA_ARCHS=%s" % ";".join(archs)]
+    if args.cuda_driver_library:
+        configure.append("-DCUDA_cuda_driver_LIBRARY=%s" % args.cuda_driver_library)
     configure_s, _, _ = run_measured(configure, env, log)
     configured = [line.split("FA2_ARCHS:", 1)[1].strip() for line in log.read_text().splitlines() if "FA2_ARCHS:" in line]
     if not configured or configured[-1] != ";".join(info["desired"]):
@@ -132,7 +242,8 @@ def one_build(args, archs, workdir, index):
     shutil.rmtree(build)
     shutil.rmtree(src)
     return {"configure_s": round(configure_s, 2), "build_s": round(build_s, 2), "tree_peak_mb": round(tree_peak / 1e6, 1),
-            "largest_process_mb": round(largest / 1e6, 1) if largest else None, "library_bytes": size}
+            "largest_process_mb": round(largest / 1e6, 1) if largest else None, "library_bytes": size,
+            "fa2_sources": kept}
 
 
 def main():
@@ -146,7 +257,17 @@ def main():
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--subset", action="append", help="keep only the FA2 sources flash_fwd_*.cu matching this glob")
+    parser.add_argument("--cuda-driver-library", help="libcuda.so for CMake's CUDA::cuda_driver (e.g. the toolkit's stub)")
+    parser.add_argument("--watch", action="store_true", help="sample a build that runs elsewhere instead of building")
+    parser.add_argument("--until", help="with --watch: stop when a file matching this glob exists")
+    parser.add_argument("--timeout", type=float, default=4 * 3600, help="with --watch: stop after this many seconds")
+    parser.add_argument("--interval", type=float, default=1.0, help="with --watch: seconds between samples")
+    parser.add_argument("--cgroup", help="with --watch: only processes whose /proc/PID/cgroup contains this (a container id)")
     args = parser.parse_args()
+    if args.watch:
+        watch(args)
+        return
     lists = [fa2_source.normalize_archs(a) for a in (args.archs or ["12.1", "8.0,12.1"])]
 
     results = {}
@@ -172,6 +293,8 @@ def main():
                         "library_bytes": rows[-1]["library_bytes"]}
     keys = list(summary)
     print("\nsource %s, %d jobs, %d run(s) each, nvcc %s" % (args.source, args.jobs, args.runs, args.nvcc))
+    if args.subset:
+        print("FA2 sources kept (--subset %s): %s" % (" ".join(args.subset), " ".join(next(iter(results.values()))[0]["fa2_sources"])))
     print("%-10s %14s %16s %22s %14s" % ("archs", "build median s", "tree peak MB", "largest process MB", "library bytes"))
     for key in keys:
         s = summary[key]
@@ -182,7 +305,8 @@ def main():
         print("build time %s / %s = %.2f" % (keys[0], keys[1], ratio))
         summary["ratio_build_s"] = round(ratio, 3)
     if args.json:
-        print(json.dumps({"source": args.source, "jobs": args.jobs, "results": results, "summary": summary}))
+        print(json.dumps({"source": args.source, "jobs": args.jobs, "subset": args.subset, "results": results,
+                          "summary": summary}))
 
 
 if __name__ == "__main__":

@@ -20,16 +20,22 @@ import json
 import os
 import re
 
-# flash-attention commits pinned by vLLM releases (vLLM's cmake/external_projects/vllm_flash_attn.cmake).
-# Keys are an exact release ("0.33.0") or a major.minor series ("0.31"); exact keys win.
+# flash-attention commits pinned by vLLM releases: the GIT_TAG of cmake/external_projects/vllm_flash_attn.cmake in
+# each release's sdist on PyPI (tests/unit/plugins/module_utils/test_fa2_pins_from_sdists.py checks every entry
+# against the sdists). Exact releases only: a later patch release may move the pin, so it is not guessed from its
+# series (the role then asks for fa2_native_commit). Callers may add series keys ("0.34") in their own table.
 FA_COMMITS = {
-    "0.24": "803020a8",
-    "0.26": "caaa4eb5",
-    "0.28": "f3e1a4f7",
-    "0.29": "06bdd47c",
-    "0.30": "506341a1",
-    "0.31": "9cd61de3",
-    "0.32": "9cd61de3",
+    "0.24.0": "803020a8fa15407871341d41eba4919ade2ee1ee",
+    "0.25.0": "2c839c33742309ec41e620bf837495ec9926c56e",
+    "0.25.1": "2c839c33742309ec41e620bf837495ec9926c56e",
+    "0.26.0": "caaa4eb59845388a20b1f435ecaafb4bd9517ad8",
+    "0.27.0": "28e862d21806bc3580207aa0ad4e2759151e9827",
+    "0.27.1": "28e862d21806bc3580207aa0ad4e2759151e9827",
+    "0.28.0": "f3e1a4f74c99145c0717709860bf765de1703779",
+    "0.29.0": "06bdd47c0d0383daf6a2ff0c418faff9c6da16e5",
+    "0.30.0": "506341a143fcabd4bb79052a7605ada727d6b3f5",
+    "0.31.0": "9cd61de38763d712bb6ce56e2a02cc2bf718c89f",
+    "0.32.0": "9cd61de38763d712bb6ce56e2a02cc2bf718c89f",
     "0.33.0": "b273a02621d3c94bc747df67204f591b67f38fae",
 }
 
@@ -348,6 +354,77 @@ def parse_git_tag(cmake_text):
         raise Fa2SourceError("no GIT_TAG line in vllm_flash_attn.cmake")
     repo = _GIT_REPO_RE.search(cmake_text)
     return {"commit": tag.group("tag"), "repository": repo.group("url") if repo else None}
+
+
+# ----------------------------------------------------------------------------------------------
+# the CUDA driver library the build links against
+
+
+def _ldconfig_paths(ldconfig_text, names):
+    """Paths that `ldconfig -p` lists for the given library file names, in its order."""
+    found = []
+    for line in (ldconfig_text or "").splitlines():
+        name, sep, path = line.strip().partition(" => ")
+        if sep and name.split(" ", 1)[0] in names and path.strip() not in found:
+            found.append(path.strip())
+    return found
+
+
+def find_cuda_driver_library(cuda_home, ldconfig_text="", machine="x86_64", given="", isfile=os.path.isfile,
+                             listdir=os.listdir):
+    """The libcuda that _vllm_fa2_C is linked against (CMake's CUDA::cuda_driver), found the way CMake looks.
+
+    flash-attention's cmake/utils.cmake links every extension to CUDA::cuda_driver. CMake's FindCUDAToolkit
+    creates that target only when it finds libcuda.so: in the toolkit's library dirs and the system's, then
+    in the toolkit's stubs/ dirs. A build host without the NVIDIA driver and with a toolkit that has no stubs
+    (one put together from NVIDIA's pip wheels, say) has none, and configure then fails at its generate
+    step ("links to target CUDA::cuda_driver but the target was not found").
+
+    Order: ``given`` (the user's file; returned even when missing, so that the caller can name it); a
+    libcuda.so in the toolkit's own lib dirs; the driver's library (``ldconfig -p``, then the usual dirs;
+    libcuda.so, else libcuda.so.1); the toolkit's stub (``lib64/stubs``, ``lib/stubs``,
+    ``targets/*/lib/stubs``). Linking against the stub or the driver records the same dependency
+    (libcuda.so.1), which the host that loads the library resolves to its own driver.
+
+    Returns {"path": str or None, "kind": "given" | "toolkit" | "driver" | "stub" | None, "exists": bool,
+    "searched": [paths looked at]}.
+    """
+    searched = []
+
+    def first(kind, candidates):
+        for path in candidates:
+            if path not in searched:
+                searched.append(path)
+            if isfile(path):
+                return {"path": path, "kind": kind, "exists": True, "searched": searched}
+        return None
+
+    if given:
+        return {"path": given, "kind": "given", "exists": bool(isfile(given)), "searched": [given]}
+    home = (cuda_home or "").rstrip("/")
+    target_dirs = []
+    if home:
+        try:
+            target_dirs = sorted(os.path.join(home, "targets", name, "lib") for name in listdir(os.path.join(home, "targets")))
+        except OSError:
+            target_dirs = []
+    toolkit_dirs = [os.path.join(home, "lib64"), os.path.join(home, "lib")] + target_dirs if home else []
+    hit = first("toolkit", [os.path.join(d, "libcuda.so") for d in toolkit_dirs])
+    if hit:
+        return hit
+    multiarch = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "arm64": "aarch64-linux-gnu"}.get(
+        machine, "%s-linux-gnu" % machine)
+    system_dirs = ["/usr/lib/%s" % multiarch, "/usr/lib64", "/usr/lib", "/usr/local/nvidia/lib64", "/usr/lib/wsl/lib"]
+    for name in ("libcuda.so", "libcuda.so.1"):
+        hit = first("driver", _ldconfig_paths(ldconfig_text, [name]) + [os.path.join(d, name) for d in system_dirs])
+        if hit:
+            return hit
+    stub_dirs = [os.path.join(home, "lib64", "stubs"), os.path.join(home, "lib", "stubs")] + [
+        os.path.join(d, "stubs") for d in target_dirs] if home else []
+    hit = first("stub", [os.path.join(d, "libcuda.so") for d in stub_dirs])
+    if hit:
+        return hit
+    return {"path": None, "kind": None, "exists": False, "searched": searched}
 
 
 # ----------------------------------------------------------------------------------------------

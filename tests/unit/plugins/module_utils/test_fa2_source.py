@@ -178,12 +178,16 @@ def test_unified_diff_names_the_file():
 
 @pytest.mark.parametrize("version, commit", [
     ("0.33.0", "b273a02621d3c94bc747df67204f591b67f38fae"),
-    ("0.32.1", "9cd61de3"),
-    ("0.31.0", "9cd61de3"),
-    ("0.24.0", "803020a8"),
-    ("0.30.2", "506341a1"),
-    ("0.33.1", None),            # not in the table: the caller must ask for fa2_native_commit
-    ("0.25.0", None),
+    ("0.33.0+cu130", "b273a02621d3c94bc747df67204f591b67f38fae"),
+    ("0.32.0", "9cd61de38763d712bb6ce56e2a02cc2bf718c89f"),
+    ("0.24.0", "803020a8fa15407871341d41eba4919ade2ee1ee"),
+    ("0.25.0", "2c839c33742309ec41e620bf837495ec9926c56e"),
+    ("0.25.1", "2c839c33742309ec41e620bf837495ec9926c56e"),
+    ("0.27.0", "28e862d21806bc3580207aa0ad4e2759151e9827"),
+    ("0.27.1", "28e862d21806bc3580207aa0ad4e2759151e9827"),
+    ("0.33.1", None),            # not released when the table was checked: the caller must ask for fa2_native_commit
+    ("0.32.1", None),            # a patch release may move the pin, so its series does not answer for it
+    ("0.23.0", None),
 ])
 def test_release_table(version, commit):
     assert fs.commit_for_release(version) == commit
@@ -191,6 +195,7 @@ def test_release_table(version, commit):
 
 def test_extra_table_entries_win():
     assert fs.commit_for_release("0.33.1", {"0.33.1": "abc1234"}) == "abc1234"
+    assert fs.commit_for_release("0.34.2", {"0.34": "abc1234"}) == "abc1234"      # a series key of the user's
     assert fs.commit_for_release("0.33.0", {"0.33": "ffff000"}) == "b273a02621d3c94bc747df67204f591b67f38fae"
 
 
@@ -261,3 +266,62 @@ def test_tree_fingerprint_ignores_build_dirs_and_follows_patched_text(tmp_path):
     assert fs.tree_fingerprint(str(tree), patched) == first
     (tree / "csrc" / "a.cu").write_text("kernel v2")
     assert fs.tree_fingerprint(str(tree), patched) != first
+
+
+# ----------------------------------------------------------------------------------------------
+# the libcuda the build links against (CMake's CUDA::cuda_driver)
+
+LDCONFIG_WITH_DRIVER = """\
+1234 libs found in cache `/etc/ld.so.cache'
+	libcudart.so.13 (libc6,x86-64) => /usr/local/cuda-13.0/lib/libcudart.so.13
+	libcuda.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libcuda.so.1
+"""
+
+
+def _files(*paths):
+    present = set(paths)
+    return lambda path: path in present
+
+
+def _no_targets(_path):
+    raise OSError("no targets dir")
+
+
+def test_no_driver_and_no_stub_is_reported_with_every_place_looked_at():
+    found = fs.find_cuda_driver_library("/usr/local/cuda", "", "x86_64", isfile=_files(), listdir=lambda _p: ["x86_64-linux"])
+    assert found["path"] is None and found["kind"] is None and not found["exists"]
+    assert found["searched"][:3] == ["/usr/local/cuda/lib64/libcuda.so", "/usr/local/cuda/lib/libcuda.so",
+                                     "/usr/local/cuda/targets/x86_64-linux/lib/libcuda.so"]
+    assert "/usr/lib/x86_64-linux-gnu/libcuda.so.1" in found["searched"]
+    assert found["searched"][-3:] == ["/usr/local/cuda/lib64/stubs/libcuda.so", "/usr/local/cuda/lib/stubs/libcuda.so",
+                                      "/usr/local/cuda/targets/x86_64-linux/lib/stubs/libcuda.so"]
+
+
+def test_the_driver_wins_over_the_toolkit_stub():
+    stub = "/usr/local/cuda/lib64/stubs/libcuda.so"
+    found = fs.find_cuda_driver_library("/usr/local/cuda", LDCONFIG_WITH_DRIVER, "x86_64",
+                                        isfile=_files(stub, "/usr/lib/x86_64-linux-gnu/libcuda.so.1"), listdir=_no_targets)
+    assert (found["kind"], found["path"]) == ("driver", "/usr/lib/x86_64-linux-gnu/libcuda.so.1")
+
+
+def test_the_driver_dev_link_wins_over_its_soname_file():
+    found = fs.find_cuda_driver_library("/usr/local/cuda", "", "aarch64", listdir=_no_targets,
+                                        isfile=_files("/usr/lib/aarch64-linux-gnu/libcuda.so", "/usr/lib/aarch64-linux-gnu/libcuda.so.1"))
+    assert (found["kind"], found["path"]) == ("driver", "/usr/lib/aarch64-linux-gnu/libcuda.so")
+
+
+def test_the_toolkit_stub_when_there_is_no_driver():
+    stub = "/opt/cuda/targets/sbsa-linux/lib/stubs/libcuda.so"
+    found = fs.find_cuda_driver_library("/opt/cuda/", "", "aarch64", isfile=_files(stub), listdir=lambda _p: ["sbsa-linux"])
+    assert (found["kind"], found["path"], found["exists"]) == ("stub", stub, True)
+
+
+def test_a_given_library_is_returned_even_when_missing_so_that_the_role_can_name_it():
+    found = fs.find_cuda_driver_library("/usr/local/cuda", LDCONFIG_WITH_DRIVER, isfile=_files(), listdir=_no_targets,
+                                        given="/srv/stubs/libcuda.so")
+    assert found == {"path": "/srv/stubs/libcuda.so", "kind": "given", "exists": False, "searched": ["/srv/stubs/libcuda.so"]}
+
+
+def test_ldconfig_lines_are_read_by_library_name():
+    assert fs._ldconfig_paths(LDCONFIG_WITH_DRIVER, ["libcuda.so.1"]) == ["/usr/lib/x86_64-linux-gnu/libcuda.so.1"]
+    assert fs._ldconfig_paths(LDCONFIG_WITH_DRIVER, ["libcuda.so"]) == []
