@@ -214,6 +214,25 @@ def keep_subset(src, patterns):
     return kept
 
 
+def ninja_steps(build):
+    """Seconds of each build step from ninja's log (.ninja_log: start and end in ms), summed by kind:
+    cu (the FA2 .cu files, where the arch count matters), cpp (host sources) and link."""
+    sums = {"cu": 0.0, "cpp": 0.0, "link": 0.0, "other": 0.0}
+    log = build / ".ninja_log"
+    if not log.is_file():
+        return sums
+    latest = {}
+    for line in log.read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 4 and fields[0].isdigit():
+            latest[fields[3]] = (int(fields[1]) - int(fields[0])) / 1000.0     # the last entry of an output wins
+    for output, seconds in latest.items():
+        kind = ("cu" if output.endswith(".cu.o") else "cpp" if output.endswith((".cpp.o", ".cc.o"))
+                else "link" if output.endswith(".so") else "other")
+        sums[kind] += seconds
+    return {kind: round(value, 1) for kind, value in sums.items()}
+
+
 def one_build(args, archs, workdir, index):
     src = workdir / ("src-%d" % index)
     build = workdir / ("build-%d" % index)
@@ -239,11 +258,12 @@ def one_build(args, archs, workdir, index):
                                                 "-j", str(args.jobs)], env, log)
     lib = next(build.glob("_vllm_fa2_C*.so"))
     size = lib.stat().st_size
+    steps = ninja_steps(build)
     shutil.rmtree(build)
     shutil.rmtree(src)
     return {"configure_s": round(configure_s, 2), "build_s": round(build_s, 2), "tree_peak_mb": round(tree_peak / 1e6, 1),
             "largest_process_mb": round(largest / 1e6, 1) if largest else None, "library_bytes": size,
-            "fa2_sources": kept}
+            "fa2_sources": kept, "step_seconds": steps}
 
 
 def main():
@@ -279,9 +299,11 @@ def main():
                 index += 1
                 row = one_build(args, archs, workdir, index)
                 results.setdefault(";".join(archs), []).append(row)
-                print("run %d  %-10s build %6.2f s  configure %5.2f s  tree peak %7.1f MB  largest process %s MB"
+                print("run %d  %-10s build %6.2f s  configure %5.2f s  tree peak %7.1f MB  largest process %s MB  "
+                      "steps: .cu %.1f s, .cpp %.1f s, link %.1f s"
                       % (run + 1, ";".join(archs), row["build_s"], row["configure_s"], row["tree_peak_mb"],
-                         row["largest_process_mb"]), flush=True)
+                         row["largest_process_mb"], row["step_seconds"]["cu"], row["step_seconds"]["cpp"],
+                         row["step_seconds"]["link"]), flush=True)
 
     summary = {}
     for key, rows in results.items():
@@ -290,7 +312,9 @@ def main():
                         "build_s_all": [r["build_s"] for r in rows],
                         "tree_peak_mb_max": max(r["tree_peak_mb"] for r in rows),
                         "largest_process_mb_max": max((r["largest_process_mb"] or 0) for r in rows),
-                        "library_bytes": rows[-1]["library_bytes"]}
+                        "library_bytes": rows[-1]["library_bytes"],
+                        "cu_s_median": statistics.median(r["step_seconds"]["cu"] for r in rows),
+                        "cu_s_all": [r["step_seconds"]["cu"] for r in rows]}
     keys = list(summary)
     print("\nsource %s, %d jobs, %d run(s) each, nvcc %s" % (args.source, args.jobs, args.runs, args.nvcc))
     if args.subset:
@@ -304,6 +328,13 @@ def main():
         ratio = summary[keys[0]]["build_s_median"] / summary[keys[1]]["build_s_median"]
         print("build time %s / %s = %.2f" % (keys[0], keys[1], ratio))
         summary["ratio_build_s"] = round(ratio, 3)
+        if summary[keys[1]]["cu_s_median"]:
+            cu_ratio = summary[keys[0]]["cu_s_median"] / summary[keys[1]]["cu_s_median"]
+            print("FA2 .cu compile time (sum of ninja steps) %s / %s = %.2f" % (keys[0], keys[1], cu_ratio))
+            summary["ratio_cu_s"] = round(cu_ratio, 3)
+        pairs = [a["build_s"] / b["build_s"] for a, b in zip(results[keys[0]], results[keys[1]])]
+        print("per interleaved pair: %s" % ", ".join("%.2f" % p for p in pairs))
+        summary["ratio_build_s_pairs"] = [round(p, 3) for p in pairs]
     if args.json:
         print(json.dumps({"source": args.source, "jobs": args.jobs, "subset": args.subset, "results": results,
                           "summary": summary}))
