@@ -100,7 +100,9 @@ class TreeSampler(threading.Thread):
 
 # Runs the command and prints the largest max RSS (KiB) among its descendants (getrusage of the children).
 WRAPPER = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
-           "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+           "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+           "print('MAXRSS_KB', u.ru_maxrss, file=sys.stderr); "
+           "print('CPU_S', u.ru_utime + u.ru_stime, file=sys.stderr); sys.exit(rc)")
 
 
 def run_measured(argv, env, log):
@@ -117,10 +119,12 @@ def run_measured(argv, env, log):
         lines = err.read().decode(errors="replace").splitlines()
     seconds = time.monotonic() - start
     with open(log, "a") as out:
-        out.write("\n".join(line for line in lines if not line.startswith("MAXRSS_KB")) + "\n")
+        out.write("\n".join(line for line in lines if not line.startswith(("MAXRSS_KB", "CPU_S"))) + "\n")
     if rc != 0:
         raise SystemExit("%s failed (rc=%d); see %s" % (" ".join(map(str, argv)), rc, log))
     maxrss = [int(line.split()[1]) for line in lines if line.startswith("MAXRSS_KB")]
+    cpu = [float(line.split()[1]) for line in lines if line.startswith("CPU_S")]
+    run_measured.cpu_seconds = cpu[-1] if cpu else None
     return seconds, sampler.peak, maxrss[-1] * 1024 if maxrss else None
 
 
@@ -164,9 +168,47 @@ def _mem_available():
     return 0
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid):
+    """utime + stime of a process plus cutime + cstime (its children that have ended and been waited for)."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return sum(int(v) for v in fields[11:15]) / TICKS
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def tree_cpu_seconds(substring):
+    """CPU seconds so far of the process trees whose root's command line contains substring: each process's
+    own time plus what its ended children used (so every second is counted once)."""
+    tree = _children_map()
+    roots = [int(e) for e in os.listdir("/proc")
+             if e.isdigit() and int(e) != os.getpid() and substring in _cmdline(int(e))]
+    seen, total, todo = set(), 0.0, list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += _cpu_seconds(pid)
+        todo.extend(tree.get(pid, []))
+    return total, len(roots)
+
+
 def watch(args):
     """Sample the compiler processes of the whole machine until a file matching args.until exists."""
-    started, samples = time.monotonic(), 0
+    started, samples, cpu, cpu_roots = time.monotonic(), 0, 0.0, 0
     peak_sum, largest, largest_what, low_avail, peak_count = 0, 0, "", _mem_available(), 0
     while time.monotonic() - started < args.timeout:
         if args.until and glob.glob(args.until):
@@ -185,6 +227,10 @@ def watch(args):
             if rss > largest:
                 largest, largest_what = rss, "%s %s" % (name, _proc_source(pid))
         peak_sum, peak_count = max(peak_sum, total), max(peak_count, count)
+        if args.cpu_of:
+            seconds, roots = tree_cpu_seconds(args.cpu_of)
+            if seconds > cpu:
+                cpu, cpu_roots = seconds, max(cpu_roots, roots)
         low_avail = min(low_avail, _mem_available())
         samples += 1
         time.sleep(args.interval)
@@ -192,11 +238,14 @@ def watch(args):
               "largest_process_mb": round(largest / 1e6, 1), "largest_process": largest_what.strip(),
               "compilers_peak_sum_mb": round(peak_sum / 1e6, 1), "compilers_peak_count": peak_count,
               "mem_available_low_mb": round(low_avail / 1e6, 1), "until": args.until,
-              "until_found": bool(args.until and glob.glob(args.until))}
+              "until_found": bool(args.until and glob.glob(args.until)),
+              "cpu_of": args.cpu_of, "cpu_seconds": round(cpu, 1) if args.cpu_of else None}
     print("watched %.0f s (%d samples): largest compiler process %.1f MB (%s); compilers together at most %.1f MB "
           "(%d processes at most); MemAvailable at least %.1f MB" % (
               result["seconds"], samples, result["largest_process_mb"], result["largest_process"],
               result["compilers_peak_sum_mb"], peak_count, result["mem_available_low_mb"]), flush=True)
+    if args.cpu_of:
+        print("CPU time of the processes under %r: %.0f s (the last sample before they ended)" % (args.cpu_of, cpu))
     if args.json:
         print(json.dumps(result))
 
@@ -256,6 +305,7 @@ def one_build(args, archs, workdir, index):
         raise SystemExit("configure printed FA2_ARCHS %r, expected %s" % (configured, ";".join(info["desired"])))
     build_s, tree_peak, largest = run_measured([args.cmake, "--build", str(build), "--target", "_vllm_fa2_C",
                                                 "-j", str(args.jobs)], env, log)
+    build_cpu = run_measured.cpu_seconds
     lib = next(build.glob("_vllm_fa2_C*.so"))
     size = lib.stat().st_size
     steps = ninja_steps(build)
@@ -263,7 +313,7 @@ def one_build(args, archs, workdir, index):
     shutil.rmtree(src)
     return {"configure_s": round(configure_s, 2), "build_s": round(build_s, 2), "tree_peak_mb": round(tree_peak / 1e6, 1),
             "largest_process_mb": round(largest / 1e6, 1) if largest else None, "library_bytes": size,
-            "fa2_sources": kept, "step_seconds": steps}
+            "fa2_sources": kept, "step_seconds": steps, "build_cpu_s": round(build_cpu, 1) if build_cpu else None}
 
 
 def main():
@@ -283,6 +333,8 @@ def main():
     parser.add_argument("--until", help="with --watch: stop when a file matching this glob exists")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="with --watch: stop after this many seconds")
     parser.add_argument("--interval", type=float, default=1.0, help="with --watch: seconds between samples")
+    parser.add_argument("--cpu-of", help="with --watch: also sum the CPU time of the process trees whose command line "
+                                         "contains this (e.g. '--target _vllm_fa2_C')")
     parser.add_argument("--cgroup", help="with --watch: only processes whose /proc/PID/cgroup contains this (a container id)")
     args = parser.parse_args()
     if args.watch:
@@ -300,10 +352,10 @@ def main():
                 row = one_build(args, archs, workdir, index)
                 results.setdefault(";".join(archs), []).append(row)
                 print("run %d  %-10s build %6.2f s  configure %5.2f s  tree peak %7.1f MB  largest process %s MB  "
-                      "steps: .cu %.1f s, .cpp %.1f s, link %.1f s"
+                      "CPU %s s  steps: .cu %.1f s, .cpp %.1f s, link %.1f s"
                       % (run + 1, ";".join(archs), row["build_s"], row["configure_s"], row["tree_peak_mb"],
-                         row["largest_process_mb"], row["step_seconds"]["cu"], row["step_seconds"]["cpp"],
-                         row["step_seconds"]["link"]), flush=True)
+                         row["largest_process_mb"], row["build_cpu_s"], row["step_seconds"]["cu"],
+                         row["step_seconds"]["cpp"], row["step_seconds"]["link"]), flush=True)
 
     summary = {}
     for key, rows in results.items():
@@ -313,6 +365,8 @@ def main():
                         "tree_peak_mb_max": max(r["tree_peak_mb"] for r in rows),
                         "largest_process_mb_max": max((r["largest_process_mb"] or 0) for r in rows),
                         "library_bytes": rows[-1]["library_bytes"],
+                        "cpu_s_median": statistics.median(r["build_cpu_s"] or 0 for r in rows),
+                        "cpu_s_all": [r["build_cpu_s"] for r in rows],
                         "cu_s_median": statistics.median(r["step_seconds"]["cu"] for r in rows),
                         "cu_s_all": [r["step_seconds"]["cu"] for r in rows]}
     keys = list(summary)
@@ -332,6 +386,10 @@ def main():
             cu_ratio = summary[keys[0]]["cu_s_median"] / summary[keys[1]]["cu_s_median"]
             print("FA2 .cu compile time (sum of ninja steps) %s / %s = %.2f" % (keys[0], keys[1], cu_ratio))
             summary["ratio_cu_s"] = round(cu_ratio, 3)
+        if summary[keys[1]]["cpu_s_median"]:
+            cpu_ratio = summary[keys[0]]["cpu_s_median"] / summary[keys[1]]["cpu_s_median"]
+            print("CPU time of the build (all compiler processes) %s / %s = %.2f" % (keys[0], keys[1], cpu_ratio))
+            summary["ratio_cpu_s"] = round(cpu_ratio, 3)
         pairs = [a["build_s"] / b["build_s"] for a, b in zip(results[keys[0]], results[keys[1]])]
         print("per interleaved pair: %s" % ", ".join("%.2f" % p for p in pairs))
         summary["ratio_build_s_pairs"] = [round(p, 3) for p in pairs]
