@@ -99,6 +99,14 @@ def parse_gpu_query(output):
     return [parse_gpu_line(line, index) for index, line in enumerate(lines)]
 
 
+def driver_failure_reason(smi, rc, out, err, limit=400):
+    """Why a host whose nvidia-smi exits non-zero has no usable GPU: the command, its exit code and what it said."""
+    said = " ".join((out or "").split() + (err or "").split()) or "no output"
+    if len(said) > limit:
+        said = said[:limit - 3] + "..."
+    return "%s failed (rc=%d): %s" % (smi, rc, said)
+
+
 def parse_nvcc_version(output):
     """Return {'version': '13.0', 'build': '13.0.88'} from ``nvcc --version`` output."""
     match = _NVCC_RE.search(output or "")

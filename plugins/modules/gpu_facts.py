@@ -15,6 +15,10 @@ description:
     with its name, UUID, compute capability, the matching E(TORCH_CUDA_ARCH_LIST) value, memory and driver version.
   - Looks for C(nvcc) on E(PATH) and in O(cuda_home)C(/bin) and returns the CUDA toolkit version.
   - A host without C(nvidia-smi) is not an error; the facts say there is no GPU and why.
+  - Neither is a failing C(nvidia-smi) (a driver that is not loaded, or does not match the kernel module). The facts
+    then say there is no usable GPU, C(reason) quotes nvidia-smi and its exit code, and C(nvidia_smi_rc) is set.
+    The caller decides (the preflight role fails, or warns with C(dgxspark_require_gpu=false)).
+    Output that cannot be parsed is still an error, quoting the line.
   - Read-only. Supports check mode and never reports changed.
 options:
   cuda_home:
@@ -57,6 +61,8 @@ ansible_facts:
         compute_capabilities: ["12.1"]
         torch_cuda_arch_list: "12.1a"
         driver_version: "580.95.05"
+        nvidia_smi: /usr/bin/nvidia-smi
+        nvidia_smi_rc: 0
         gpus:
           - index: 0
             name: NVIDIA GB10
@@ -82,6 +88,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.dgxspark.vllm.plugins.module_utils.gpu import (
     GpuParseError,
     parse_gpu_query,
+    driver_failure_reason,
     parse_nvcc_version,
     query_args,
     summarize,
@@ -124,14 +131,15 @@ def main():
     else:
         rc, out, err = module.run_command([smi] + query_args(), environ_update={"LC_ALL": "C"})
         if rc != 0:
-            message = (out.strip() + "\n" + err.strip()).strip() or "no output"
-            module.fail_json(msg="nvidia-smi failed (rc=%d): %s" % (rc, message), rc=rc, stdout=out, stderr=err)
-        try:
-            gpus = parse_gpu_query(out)
-        except GpuParseError as exc:
-            module.fail_json(msg=str(exc), stdout=out)
-        facts = summarize(gpus, reason="nvidia-smi found no GPU" if not gpus else None)
+            facts = summarize([], reason=driver_failure_reason(smi, rc, out, err))
+        else:
+            try:
+                gpus = parse_gpu_query(out)
+            except GpuParseError as exc:
+                module.fail_json(msg=str(exc), stdout=out)
+            facts = summarize(gpus, reason="nvidia-smi found no GPU" if not gpus else None)
         facts["nvidia_smi"] = smi
+        facts["nvidia_smi_rc"] = rc
 
     facts["cuda_toolkit"] = find_toolkit(module, module.params["cuda_home"])
     module.exit_json(changed=False, ansible_facts={"dgxspark_gpu": facts})

@@ -38,6 +38,11 @@ options:
     description: Fail when the config cannot be found or read, instead of returning RV(found=false) with a warning.
     type: bool
     default: false
+  host:
+    description:
+      - The name the warnings and failures begin with. A module cannot know its inventory name, so pass
+        C({{ inventory_hostname }}); by default the host's own hostname.
+    type: str
 author:
   - dgxspark.vllm contributors
 """
@@ -46,6 +51,7 @@ EXAMPLES = r"""
 - name: Check the served model's head dim
   dgxspark.vllm.model_head_dim:
     model: openai/gpt-oss-120b
+    host: "{{ inventory_hostname }}"
   register: head
 
 - name: Check a model directory
@@ -80,6 +86,8 @@ fa4_eligible:
   type: bool
 """
 
+import platform
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dgxspark.vllm.plugins.module_utils.model_config import (
@@ -98,29 +106,32 @@ def main():
             hf_home=dict(type="path"),
             max_head_dim=dict(type="int", default=128),
             fail_on_missing=dict(type="bool", default=False),
+            host=dict(type="str"),
         ),
         supports_check_mode=True,
     )
     p = module.params
+    host = p["host"] or platform.node() or "this host"
     result = dict(changed=False, found=False, config_path=None, head_dim=None, source=None, fa4_eligible=None)
     try:
         path = find_config(p["model"], p["hf_home"], p["revision"])
         config = load_config(path)
     except ModelConfigError as exc:
         if p["fail_on_missing"]:
-            module.fail_json(msg=str(exc), **result)
+            module.fail_json(msg="%s: %s" % (host, exc), **result)
         result["source"] = str(exc)
-        module.warn("%s; the head dim was not checked" % exc)
+        module.warn("%s: %s; the head dim was not checked" % (host, exc))
         module.exit_json(**result)
     head_dim, source = head_dim_from_config(config)
     result.update(found=True, config_path=path, head_dim=head_dim, source=source)
     if head_dim is None:
-        module.warn("model %s (%s): cannot tell the head dim: %s" % (p["model"], path, source))
+        module.warn("%s: model %s (%s): cannot tell the head dim: %s" % (host, p["model"], path, source))
     else:
         result["fa4_eligible"] = head_dim <= p["max_head_dim"]
         if not result["fa4_eligible"]:
-            module.warn("model %s has head_dim %d (%s) > %d: the FA4 SM120 kernel does not serve it, so the FA4 shim "
-                        "has no effect and vLLM uses FA2 for it" % (p["model"], head_dim, source, p["max_head_dim"]))
+            module.warn("%s: model %s has head_dim %d (%s) > %d: the FA4 SM120 kernel does not serve it, so the FA4 "
+                        "shim has no effect and vLLM uses FA2 for it"
+                        % (host, p["model"], head_dim, source, p["max_head_dim"]))
     module.exit_json(**result)
 
 

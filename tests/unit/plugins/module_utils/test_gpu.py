@@ -121,3 +121,10 @@ def test_output_captured_on_a_real_h200_machine():
     assert entry["uuid"] == "GPU-2f82da84-b6a5-7849-fd1f-d628b72768f0"
     toolkit = gpu.parse_nvcc_version((FIXTURES / "nvcc-13.0-h200-2026-11-21.txt").read_text())
     assert toolkit == {"version": "13.0", "build": "13.0.88"}
+
+
+def test_driver_failure_reason_quotes_command_code_and_output_on_one_line():
+    reason = gpu.driver_failure_reason("/usr/bin/nvidia-smi", 9, "NVIDIA-SMI has failed\n  because", "driver\n")
+    assert reason == "/usr/bin/nvidia-smi failed (rc=9): NVIDIA-SMI has failed because driver"
+    assert gpu.driver_failure_reason("/x", 255, "", "").endswith("(rc=255): no output")
+    assert len(gpu.driver_failure_reason("/x", 1, "y" * 5000, "")) < 450

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,17 @@ def test_head_dim_256_warns(tmp_path):
     assert result["changed"] is False and result["found"] is True
     assert (result["head_dim"], result["fa4_eligible"], result["source"]) == (256, False, "text_config.head_dim")
     assert any("head_dim 256" in w and "> 128" in w and "no effect" in w for w in result["warnings"])
+
+
+def test_warnings_name_the_host(tmp_path):
+    cache_model(tmp_path, "Qwen/Qwen3.5-27B", {"head_dim": 256})
+    named = run_module(tmp_path, {"model": "Qwen/Qwen3.5-27B", "host": "spark-07"})
+    assert [w for w in named["warnings"] if w.startswith("spark-07: model Qwen/Qwen3.5-27B has head_dim 256")], named
+    # Without the option (a module cannot know its inventory name), the host's own hostname.
+    unnamed = run_module(tmp_path, {"model": "Qwen/Qwen3.5-27B"})
+    assert [w for w in unnamed["warnings"] if w.startswith(platform.node() + ": model")], unnamed
+    missing = run_module(tmp_path, {"model": "org/absent", "host": "spark-07"})
+    assert [w for w in missing["warnings"] if w.startswith("spark-07: ")], missing
 
 
 def test_head_dim_64_is_quiet(tmp_path):
