@@ -23,6 +23,10 @@ one-arch against two-arch ratio that fits in less time than two full builds:
     python3 benchmarks/fa2_build.py --source ~/fa-src --python /opt/vllm/venv/bin/python --jobs 2 --runs 2 \
         --subset 'flash_fwd_hdim128_*' --cuda-driver-library /usr/local/cuda/lib64/stubs/libcuda.so
 
+--objects-only builds just those .cu objects (no host .cpp files, no link), the part whose cost depends on
+the number of archs, and reports the CPU time of the compilers (getrusage), which a busy machine does not
+distort as it does wall time.
+
 --watch samples, instead of building, the processes of a build that runs elsewhere (the fa2_native role's,
 say) until a file matching --until appears: the peak RSS of the largest compiler process (with its source
 file), the peak sum over the compiler processes, and the lowest MemAvailable:
@@ -303,11 +307,19 @@ def one_build(args, archs, workdir, index):
     configured = [line.split("FA2_ARCHS:", 1)[1].strip() for line in log.read_text().splitlines() if "FA2_ARCHS:" in line]
     if not configured or configured[-1] != ";".join(info["desired"]):
         raise SystemExit("configure printed FA2_ARCHS %r, expected %s" % (configured, ";".join(info["desired"])))
-    build_s, tree_peak, largest = run_measured([args.cmake, "--build", str(build), "--target", "_vllm_fa2_C",
-                                                "-j", str(args.jobs)], env, log)
+    targets = ["_vllm_fa2_C"]
+    if args.objects_only:
+        listing = subprocess.run([args.ninja, "-C", str(build), "-t", "targets", "all"], capture_output=True, text=True,
+                                 check=True).stdout
+        targets = sorted({line.split(":", 1)[0] for line in listing.splitlines()
+                          if line.split(":", 1)[0].endswith(".cu.o") and "_vllm_fa2_C.dir/" in line.split(":", 1)[0]})
+        if not targets:
+            raise SystemExit("no FA2 .cu objects among the ninja targets of %s" % build)
+    build_s, tree_peak, largest = run_measured([args.cmake, "--build", str(build), "--target"] + targets
+                                               + ["-j", str(args.jobs)], env, log)
     build_cpu = run_measured.cpu_seconds
-    lib = next(build.glob("_vllm_fa2_C*.so"))
-    size = lib.stat().st_size
+    lib = next(build.glob("_vllm_fa2_C*.so"), None)
+    size = lib.stat().st_size if lib else None
     steps = ninja_steps(build)
     shutil.rmtree(build)
     shutil.rmtree(src)
@@ -329,6 +341,9 @@ def main():
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--subset", action="append", help="keep only the FA2 sources flash_fwd_*.cu matching this glob")
     parser.add_argument("--cuda-driver-library", help="libcuda.so for CMake's CUDA::cuda_driver (e.g. the toolkit's stub)")
+    parser.add_argument("--objects-only", action="store_true",
+                        help="build only the FA2 .cu objects (no host sources, no link): the part that depends on the archs")
+    parser.add_argument("--ninja", default=shutil.which("ninja") or "ninja", help="ninja (for --objects-only)")
     parser.add_argument("--watch", action="store_true", help="sample a build that runs elsewhere instead of building")
     parser.add_argument("--until", help="with --watch: stop when a file matching this glob exists")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="with --watch: stop after this many seconds")
@@ -376,7 +391,7 @@ def main():
     print("%-10s %14s %16s %22s %14s" % ("archs", "build median s", "tree peak MB", "largest process MB", "library bytes"))
     for key in keys:
         s = summary[key]
-        print("%-10s %14.2f %16.1f %22.1f %14d" % (key, s["build_s_median"], s["tree_peak_mb_max"],
+        print("%-10s %14.2f %16.1f %22.1f %14s" % (key, s["build_s_median"], s["tree_peak_mb_max"],
                                                    s["largest_process_mb_max"], s["library_bytes"]))
     if len(keys) == 2:
         ratio = summary[keys[0]]["build_s_median"] / summary[keys[1]]["build_s_median"]
