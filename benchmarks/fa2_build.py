@@ -109,12 +109,12 @@ WRAPPER = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:])
            "print('CPU_S', u.ru_utime + u.ru_stime, file=sys.stderr); sys.exit(rc)")
 
 
-def run_measured(argv, env, log):
+def run_measured(argv, env, log, interval=0.05):
     """Run argv; return (seconds, peak tree RSS bytes, largest single descendant's max RSS bytes)."""
     start = time.monotonic()
     with open(log, "ab") as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([sys.executable, "-c", WRAPPER] + [str(a) for a in argv], stdout=out, stderr=err, env=env)
-        sampler = TreeSampler(proc.pid)
+        sampler = TreeSampler(proc.pid, interval)
         sampler.start()
         rc = proc.wait()
         sampler.stop_flag.set()
@@ -303,7 +303,7 @@ def one_build(args, archs, workdir, index):
                  "-DCUDA_ARCHS=%s" % ";".join(archs)]
     if args.cuda_driver_library:
         configure.append("-DCUDA_cuda_driver_LIBRARY=%s" % args.cuda_driver_library)
-    configure_s, _, _ = run_measured(configure, env, log)
+    configure_s, _, _ = run_measured(configure, env, log, args.sample_interval)
     configured = [line.split("FA2_ARCHS:", 1)[1].strip() for line in log.read_text().splitlines() if "FA2_ARCHS:" in line]
     if not configured or configured[-1] != ";".join(info["desired"]):
         raise SystemExit("configure printed FA2_ARCHS %r, expected %s" % (configured, ";".join(info["desired"])))
@@ -316,7 +316,7 @@ def one_build(args, archs, workdir, index):
         if not targets:
             raise SystemExit("no FA2 .cu objects among the ninja targets of %s" % build)
     build_s, tree_peak, largest = run_measured([args.cmake, "--build", str(build), "--target"] + targets
-                                               + ["-j", str(args.jobs)], env, log)
+                                               + ["-j", str(args.jobs)], env, log, args.sample_interval)
     build_cpu = run_measured.cpu_seconds
     lib = next(build.glob("_vllm_fa2_C*.so"), None)
     size = lib.stat().st_size if lib else None
@@ -344,6 +344,8 @@ def main():
     parser.add_argument("--objects-only", action="store_true",
                         help="build only the FA2 .cu objects (no host sources, no link): the part that depends on the archs")
     parser.add_argument("--ninja", default=shutil.which("ninja") or "ninja", help="ninja (for --objects-only)")
+    parser.add_argument("--sample-interval", type=float, default=0.05,
+                        help="seconds between memory samples of a build (each walks /proc; 0.5 for long builds on a busy machine)")
     parser.add_argument("--watch", action="store_true", help="sample a build that runs elsewhere instead of building")
     parser.add_argument("--until", help="with --watch: stop when a file matching this glob exists")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="with --watch: stop after this many seconds")
