@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: wall time and peak memory of building the FA2 target for one arch list against another.
 
 For each arch list (default "12.1" and "8.0;12.1") and each repetition, this copies the source tree,
@@ -303,7 +302,7 @@ def one_build(args, archs, workdir, index):
                  "-DCUDA_ARCHS=%s" % ";".join(archs)]
     if args.cuda_driver_library:
         configure.append("-DCUDA_cuda_driver_LIBRARY=%s" % args.cuda_driver_library)
-    configure_s, _, _ = run_measured(configure, env, log, args.sample_interval)
+    configure_s, _peak, _maxrss = run_measured(configure, env, log, args.sample_interval)
     configured = [line.split("FA2_ARCHS:", 1)[1].strip() for line in log.read_text().splitlines() if "FA2_ARCHS:" in line]
     if not configured or configured[-1] != ";".join(info["desired"]):
         raise SystemExit("configure printed FA2_ARCHS %r, expected %s" % (configured, ";".join(info["desired"])))

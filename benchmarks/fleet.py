@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Fleet benchmark: what site.yml costs as the fleet grows, on simulated hosts (issue 7).
 
 A simulated Spark host is a systemd container of the molecule image with OpenSSH added (image
@@ -108,8 +107,8 @@ def ratio(value: float, base: float) -> float:
 def sh(argv, check=True, **kwargs) -> str:
     proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=False, **kwargs)
     if check and proc.returncode != 0:
-        raise SystemExit("command failed (rc=%d): %s\n%s%s" % (proc.returncode, " ".join(map(str, argv)),
-                                                                proc.stdout[-2000:], proc.stderr[-2000:]))
+        raise SystemExit("command failed (rc=%d): %s\n%s%s"
+                         % (proc.returncode, " ".join(map(str, argv)), proc.stdout[-2000:], proc.stderr[-2000:]))
     return proc.stdout
 
 
@@ -202,7 +201,7 @@ def ssh_options(key: Path) -> list[str]:
 
 
 def wait_for_ssh(host: dict, key: Path) -> None:
-    for _ in range(60):
+    for _attempt in range(60):
         if subprocess.run(["ssh", *ssh_options(key), "root@" + host["address"], "true"],
                           capture_output=True, check=False).returncode == 0:
             return
@@ -407,7 +406,7 @@ def cmd_facts(opts) -> int:
         env = playbook_env({}, WORK / ("n%d" % size) / "cp")
         for name, args in variants.items():
             walls, cpus = [], []
-            for _ in range(opts.repeat):
+            for _repeat in range(opts.repeat):
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 start = time.monotonic()
                 proc = subprocess.run(["ansible", "-i", str(inventory), "spark", "-b", "-m", "ansible.builtin.setup", *args],
@@ -428,8 +427,9 @@ def cmd_facts(opts) -> int:
 def facts_table(data: dict) -> list[str]:
     lines = ["| hosts | gathering | wall (s), each run | median (s) | controller CPU (s), each run |", "|---:|---|---|---:|---|"]
     for r in data["results"]:
-        lines.append("| %d | %s | %s | %.2f | %s |" % (r["hosts"], r["variant"], ", ".join("%.2f" % w for w in r["wall_s"]),
-                                                      r["median_wall_s"], ", ".join("%.2f" % c for c in r["controller_cpu_s"])))
+        lines.append("| %d | %s | %s | %.2f | %s |"
+                     % (r["hosts"], r["variant"], ", ".join("%.2f" % w for w in r["wall_s"]),
+                        r["median_wall_s"], ", ".join("%.2f" % c for c in r["controller_cpu_s"])))
     return lines
 
 

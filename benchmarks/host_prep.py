@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: host preparation (uv, vllm_venv, cuda_env, page_cache) on one container host.
 
 Uses the molecule scenario host_prep (a systemd container of the Debian 12 test image, the wheelhouse from
@@ -67,7 +66,7 @@ def main() -> int:
                "load_average_at_start": os.getloadavg()[0]}
     molecule("destroy", "-s", SCENARIO)
     try:
-        figures["create_and_prepare_s"], _ = molecule("create", "-s", SCENARIO)
+        figures["create_and_prepare_s"], _out = molecule("create", "-s", SCENARIO)
         molecule("prepare", "-s", SCENARIO)
 
         first_s, out = molecule("converge", "-s", SCENARIO)

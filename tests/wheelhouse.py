@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build a local wheelhouse for the molecule scenarios, once, and reuse it.
 
 The scenarios install vLLM into a venv in a container with dgxspark.vllm.vllm_venv in wheelhouse mode

@@ -45,7 +45,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
 
-        _, args = self.validate_argument_spec(argument_spec=dict(
+        _validation, args = self.validate_argument_spec(argument_spec=dict(
             roles=dict(type="list", elements="raw", default=[]),
             playbook=dict(type="str", default=""),
             before_changes=dict(type="bool", default=False),
@@ -179,8 +179,8 @@ class ActionModule(ActionBase):
         if problems or len(self._derived) > derived_before or entry_point != "main" or not os.path.isfile(settings_file):
             return problems
         try:
-            return self._run_settings_file(host, name, settings_file, (defaults, task_vars, role_vars, entry_vars,
-                                                                        extra_vars))
+            layers = (defaults, task_vars, role_vars, entry_vars, extra_vars)
+            return self._run_settings_file(host, name, settings_file, layers)
         except SettingsFileError as exc:
             return ["%s: %s" % (host, exc)]
 
@@ -283,8 +283,8 @@ class ActionModule(ActionBase):
                 self._unchecked.append("%s: the check %s could not be evaluated before the run: %s"
                                        % (role, show(label), _first_line(exc)))
             except AnsibleError as exc:
-                problems.append("%s: %s: the check %s could not be evaluated: %s" % (host, role, show(label),
-                                                                                      _first_line(exc)))
+                problems.append("%s: %s: the check %s could not be evaluated: %s"
+                                % (host, role, show(label), _first_line(exc)))
         return problems
 
     @staticmethod

@@ -588,7 +588,7 @@ def parse_vllm_version(version):
         "release": release,
         "series": "%s.%s" % (match.group("major"), match.group("minor")),
         "nightly_commit": nightly.group("sha") if nightly else None,
-        "is_final": re.match(r"^\d+\.\d+(\.\d+)?$", text.split("+")[0]) is not None,
+        "is_final": re.match(r"^\d+\.\d+(\.\d+)?$", text.split("+", maxsplit=1)[0]) is not None,
     }
 
 

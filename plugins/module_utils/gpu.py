@@ -116,19 +116,6 @@ def parse_nvcc_version(output):
     return {"version": "%s.%s" % (match.group(1), match.group(2)), "build": match.group(3)}
 
 
-def version_tuple(version):
-    """'13.0' -> (13, 0); used to compare toolkit and capability versions."""
-    parts = []
-    for piece in str(version).split("."):
-        digits = re.match(r"\d+", piece)
-        if not digits:
-            break
-        parts.append(int(digits.group(0)))
-    if not parts:
-        raise GpuParseError("version %r has no numeric part" % (version,))
-    return tuple(parts)
-
-
 def summarize(gpus, reason=None):
     """Build the facts dict the gpu_facts module returns."""
     return {

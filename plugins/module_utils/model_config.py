@@ -4,6 +4,12 @@
 """Find a model's config.json (a local path or the local Hugging Face cache) and read its head dim.
 
 Plain functions with no Ansible imports, so they can be unit tested directly.
+
+The cache lookup is huggingface_hub's own (try_to_load_from_cache) where the module's Python has
+huggingface_hub. Usually it has not: the module runs with the host's Python, and huggingface_hub lives in the
+vLLM venv. For that case this file keeps its own reader of the cache layout, which huggingface_hub documents
+(<cache>/models--<org>--<name>/refs/<branch> holding a commit, snapshots/<commit>/config.json); it also falls
+back to the newest snapshot when the branch is not recorded, and says what it tried when nothing is found.
 """
 
 from __future__ import annotations
@@ -34,6 +40,16 @@ def looks_like_path(model):
     return model.startswith(("/", "./", "../", "~")) or os.path.isdir(os.path.expanduser(model))
 
 
+def _lookup_with_huggingface_hub(model, cache, revision):
+    """config.json of model in cache as huggingface_hub finds it; None when it does not, or is not installed."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(model, "config.json", cache_dir=cache, revision=revision)
+    return found if isinstance(found, str) and os.path.isfile(found) else None
+
+
 def find_config(model, hf_home=None, revision=None, environ=None):
     """Return the path of the model's config.json; raise ModelConfigError naming what was tried."""
     if looks_like_path(model):
@@ -44,7 +60,11 @@ def find_config(model, hf_home=None, revision=None, environ=None):
         raise ModelConfigError("model %s: no config.json at %s" % (model, candidate))
     if model.count("/") != 1 or not all(model.split("/")):
         raise ModelConfigError("model %r is neither an existing directory nor a Hugging Face id of the form org/name" % model)
-    repo = os.path.join(hub_cache(hf_home, environ), "models--" + model.replace("/", "--"))
+    cache = hub_cache(hf_home, environ)
+    found = _lookup_with_huggingface_hub(model, cache, revision)
+    if found:
+        return found
+    repo = os.path.join(cache, "models--" + model.replace("/", "--"))
     snapshots = os.path.join(repo, "snapshots")
     if not os.path.isdir(snapshots):
         raise ModelConfigError("model %s is not in the local Hugging Face cache (no %s)" % (model, snapshots))

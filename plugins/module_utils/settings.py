@@ -151,8 +151,8 @@ def check_value(name, option, value, string_form=False, secret=False):
         elif typ == "path":
             why = check_path(value)
             if why:
-                problems.append("%s is %s %s, which %s; expected %s" % (name, kind(value), shown, why,
-                                                                       expected_words(option)))
+                problems.append("%s is %s %s, which %s; expected %s"
+                                % (name, kind(value), shown, why, expected_words(option)))
     elif typ == "list":
         if isinstance(value, str):
             if not (string_form and string_as_list(value) is not None):

@@ -61,7 +61,7 @@ options:
     type: bool
     default: false
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 notes:
   - The built-in reader reads the kind and arch of every entry from the fatbin headers. Kernel names need the
     payload, which may be compressed. LZ4 is decoded in Python. Zstandard (nvcc's default for PTX) needs a
@@ -128,14 +128,44 @@ counts:
   type: dict
   sample: {sass: 2, ptx: 1}
 entries:
-  description:
-    - The embedded entries in file order, named as C(cuobjdump) names them.
-    - C(kernels) lists the kernel names of the entry, or is V(null) where they could not be read.
-    - The built-in reader adds C(container) (index of the fatbin container), C(compression) (V(null), V(lz4) or
-      V(zstd)), C(size) (uncompressed bytes) and C(stored_size) (bytes in the file).
+  description: The embedded entries in file order, named as C(cuobjdump) names them.
   returned: always
   type: list
   elements: dict
+  contains:
+    kind:
+      description: V(sass) (a cubin) or V(ptx).
+      returned: always
+      type: str
+    arch:
+      description: The target, for example V(sm_121).
+      returned: always
+      type: str
+    name:
+      description: The entry's name as C(cuobjdump) lists it.
+      returned: always
+      type: str
+    kernels:
+      description: The kernel names of the entry, or V(null) where they could not be read.
+      returned: always
+      type: list
+      elements: str
+    container:
+      description: Index of the fatbin container that holds the entry.
+      returned: with the built-in reader
+      type: int
+    compression:
+      description: V(null), V(lz4) or V(zstd).
+      returned: with the built-in reader
+      type: str
+    size:
+      description: Uncompressed size in bytes.
+      returned: with the built-in reader
+      type: int
+    stored_size:
+      description: Size in the file, in bytes.
+      returned: with the built-in reader
+      type: int
   sample:
     - {kind: sass, arch: sm_80, name: _vllm_fa2_C.abi3.1.sm_80.cubin, kernels: ["_Z7add_onePfi"]}
     - {kind: ptx, arch: sm_80, name: _vllm_fa2_C.abi3.1.sm_80.ptx, kernels: ["_Z7add_onePfi"]}

@@ -23,7 +23,7 @@ description:
   - O(state=stock) puts vLLM's library back from C(<lib>.stock) and removes the manifest, the stock backup
     and the C(previous) and C(rollback) slots. When pip has since put a newer vLLM library in place, that one is kept.
   - O(state=snapshot) saves the library in place (and its manifest) to O(slot); O(state=restored) puts it back.
-  - O(state=info) only reports (RV(exists), RV(sha256), RV(manifest), RV(ours), RV(stock_exists)).
+  - M(dgxspark.vllm.fa2_library_info) reports the state of these files without changing anything.
   - Supports check mode. Reports changed only when a file was (or would be) written or removed.
 options:
   path:
@@ -33,7 +33,7 @@ options:
   state:
     description: What to do, see the description.
     type: str
-    choices: [installed, stock, snapshot, restored, info]
+    choices: [installed, stock, snapshot, restored]
     required: true
   src:
     description: The new library on the host (O(state=installed)).
@@ -59,7 +59,7 @@ options:
     type: dict
     default: {}
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 """
 
 EXAMPLES = r"""
@@ -92,25 +92,9 @@ manifest:
   returned: success
   type: dict
 stock_sha256:
-  description: sha256 of C(<lib>.stock) when it exists afterwards, else V(null) (not computed for O(state=info)).
+  description: sha256 of C(<lib>.stock) when it exists afterwards, else V(null).
   returned: success
   type: str
-exists:
-  description: Whether the library exists (O(state=info)).
-  returned: when state is info
-  type: bool
-ours:
-  description: Whether the manifest describes the library in place, that is, a build installed by this module is in place.
-  returned: when state is info
-  type: bool
-stock_exists:
-  description: Whether C(<lib>.stock) exists (O(state=info)).
-  returned: when state is info
-  type: bool
-pending:
-  description: Whether the journal of an interrupted install exists; the next change completes or removes it (O(state=info)).
-  returned: when state is info
-  type: bool
 """
 
 import os
@@ -128,7 +112,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type="path", required=True),
-            state=dict(type="str", required=True, choices=["installed", "stock", "snapshot", "restored", "info"]),
+            state=dict(type="str", required=True, choices=["installed", "stock", "snapshot", "restored"]),
             src=dict(type="path"),
             sha256=dict(type="str"),
             manifest=dict(type="dict"),
@@ -145,14 +129,6 @@ def main():
         if value and (not value.replace("_", "").replace("-", "").isalnum() or value in ("stock",)):
             module.fail_json(msg="%s=%r: use letters, digits, '-' or '_' (and not 'stock')" % (name, value))
     lib = Library(params["path"], check_mode=module.check_mode)
-    if params["state"] == "info":
-        try:
-            cur = lib.current()
-        except LibraryError as exc:
-            module.fail_json(msg="%s: %s" % (params["path"], exc))
-        module.exit_json(changed=False, actions=[], exists=cur["exists"], sha256=cur["sha256"], manifest=cur["manifest"],
-                         ours=cur["ours"], stock_exists=os.path.isfile(lib.stock), stock_sha256=None,
-                         pending=os.path.exists(lib.pending))
     before = lib.current() if os.path.exists(params["path"]) else None
     try:
         if params["state"] == "installed":
@@ -184,7 +160,7 @@ def main():
             "after_header": params["path"],
             "before": "sha256: %s\n" % ((before or {}).get("sha256")),
             "after": "sha256: %s\n%s\n" % (after["sha256"] if not module.check_mode else "(check mode)",
-                                            "\n".join(lib.actions)),
+                                           "\n".join(lib.actions)),
         }
     module.exit_json(**result)
 

@@ -46,7 +46,7 @@ options:
     type: str
     required: true
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 """
 
 EXAMPLES = r"""

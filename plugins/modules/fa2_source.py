@@ -78,7 +78,7 @@ options:
     description: A C(libcuda.so) given by the user, reported in RV(cuda_driver) instead of searching.
     type: path
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 """
 
 EXAMPLES = r"""
@@ -228,8 +228,9 @@ def main():
             commit=dict(type="str", default=""),
             source_dir=dict(type="path"),
             commit_table=dict(type="dict", default={}),
-            cmake_url=dict(type="str", default="https://raw.githubusercontent.com/vllm-project/vllm/{commit}"
-                                              "/cmake/external_projects/vllm_flash_attn.cmake"),
+            cmake_url=dict(type="str",
+                           default="https://raw.githubusercontent.com/vllm-project/vllm/{commit}"
+                                   "/cmake/external_projects/vllm_flash_attn.cmake"),
             manifest_path=dict(type="path"),
             target_archs=dict(type="list", elements="str", required=True),
             ptx=dict(type="bool", default=False),

@@ -29,7 +29,7 @@ options:
     description: Explicit path of C(nvidia-smi). By default it is looked up on E(PATH) and in C(/usr/bin).
     type: path
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 notes:
   - Memory is V(null) where nvidia-smi prints C([N/A]) or C([Not Supported]), as on GB10's unified memory.
 """

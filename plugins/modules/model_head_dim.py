@@ -14,6 +14,9 @@ description:
   - Finds the model's C(config.json) in a local directory, or in the local Hugging Face cache
     (C(<hub>/models--<org>--<name>/snapshots/<commit>/config.json), the commit from C(refs/main) or O(revision)).
     Nothing is downloaded.
+  - Where the module's Python has C(huggingface_hub), its own cache lookup answers first. The host's Python
+    usually has not (C(huggingface_hub) lives in the vLLM venv), and then the module reads the same layout itself,
+    falling back to the newest snapshot when the branch is not recorded.
   - The head dim is C(head_dim), else C(hidden_size / num_attention_heads), at the top level or in a nested
     language-model config (C(text_config), C(llm_config), C(language_config)).
   - Warns when it is above O(max_head_dim). The SM120 FA4 kernel supports head dims up to 128, so the FA4 shim
@@ -44,7 +47,7 @@ options:
         C({{ inventory_hostname }}); by default the host's own hostname.
     type: str
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 """
 
 EXAMPLES = r"""

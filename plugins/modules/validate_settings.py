@@ -9,12 +9,12 @@ DOCUMENTATION = r"""
 ---
 module: validate_settings
 short_description: Check the settings of a playbook and of every role it runs, at once, before anything changes
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - An action plugin. It runs on the controller and never touches the host.
   - For each role in O(roles), reads the role's C(meta/argument_specs.yml) (the entry point's options), its
     C(defaults/main.yml) and C(vars/main.yml), and works out each option's value as the role would see it
-    (role defaults, then the host's variables, then the role's vars, then the entry's O(roles[].vars), then extra vars).
+    (role defaults, then the host's variables, then the role's vars, then the C(vars) of its O(roles) entry, then extra vars).
   - Checks each value against its option as Ansible's role argument validation does (types, choices), and more
     strictly where Ansible converts a value for the check but the role then uses the value as given
     (a list or dict for a string, a string for a list or dict). A string for a list option is accepted only where
@@ -50,10 +50,12 @@ options:
 attributes:
   check_mode:
     support: full
+    description: It reads settings on the controller and changes nothing, in check mode or not.
   diff_mode:
     support: none
+    description: There is nothing to show a difference of.
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 """
 
 EXAMPLES = r"""

@@ -27,7 +27,7 @@ options:
     elements: str
     default: [vllm, torch, triton]
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 """
 
 EXAMPLES = r"""

@@ -76,7 +76,7 @@ options:
     type: int
     default: 120
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 """
 
 EXAMPLES = r"""
@@ -190,8 +190,8 @@ def unit_state(module, unit):
     systemctl = module.get_bin_path("systemctl")
     if not systemctl:
         return None
-    rc, out, _ = module.run_command([systemctl, "show", "--property=ActiveState,SubState,NRestarts", unit],
-                                    environ_update={"LC_ALL": "C"})
+    rc, out, _err = module.run_command([systemctl, "show", "--property=ActiveState,SubState,NRestarts", unit],
+                                       environ_update={"LC_ALL": "C"})
     if rc != 0:
         return None
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
@@ -219,7 +219,7 @@ def wait_healthy(module, url, wait_timeout, interval, request_timeout, clock=tim
     first = unit_state(module, unit) if unit else None
     state = first
     while True:
-        status, _, error = http("GET", url + "/health", min(request_timeout, 10))
+        status, _payload, error = http("GET", url + "/health", min(request_timeout, 10))
         waited = round(clock() - start, 1)
         if status == 200:
             return True, status, None, waited, state
@@ -302,7 +302,8 @@ def main():
             model=dict(type="str"),
             question=dict(type="str", default="What is the capital of France? Answer with one word."),
             expected=dict(type="str", default="Paris"),
-            max_tokens=dict(type="int", default=64),
+            # Not a secret: a count of tokens (validate-modules flags every option named *token*).
+            max_tokens=dict(type="int", default=64, no_log=False),
             extra_body=dict(type="dict", default={}),
             request_timeout=dict(type="int", default=120),
         ),

@@ -68,7 +68,7 @@ options:
     type: int
     default: 300
 author:
-  - dgxspark.vllm contributors
+  - dgxspark.vllm maintainers (@dgxspark)
 notes:
   - The FA2 library's archs come from the C(fatbin) module_utils of the C(cuda_fatbin_info) module. Without it
     RV(report.fa2_library.available) is V(false).
@@ -112,6 +112,43 @@ report:
   description: What the probe saw.
   returned: always
   type: dict
+  contains:
+    fa2_library:
+      description: The archs of vLLM's FA2 library (C(_vllm_fa2_C.abi3.so)).
+      returned: always
+      type: dict
+      contains:
+        available:
+          description: Whether the library's archs could be read; when V(false), RV(report.fa2_library.reason) says why.
+          returned: always
+          type: bool
+        path:
+          description: The library the installed vLLM loads, or V(null) when it has none.
+          returned: always
+          type: str
+        sass_archs:
+          description: Archs with SASS, or V(null) when not available.
+          returned: always
+          type: list
+          elements: str
+        ptx_archs:
+          description: Archs with PTX, or V(null) when not available.
+          returned: always
+          type: list
+          elements: str
+        native:
+          description: Whether there is SASS for the GPU's capability, or V(null) when that cannot be told.
+          returned: always
+          type: bool
+        reason:
+          description: Why the archs are not available, or V(null).
+          returned: always
+          type: str
+    stand_ins:
+      description: The stand-ins the probe registered (see O(assume_capability)), one line each; empty on a real run.
+      returned: always
+      type: list
+      elements: str
   sample:
     capability: "12.1"
     mode: sm12x

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Cross-check the pure-Python fatbin reader with cuobjdump on the real CUDA libraries of this machine.
 
 Meant for a GPU machine with the CUDA toolkit (cuobjdump on PATH or in /usr/local/cuda/bin) and torch
@@ -129,8 +128,8 @@ def check_file(fb, cuobjdump, path, kernel_bytes, deadline):
         no_code = "holds no CUDA device code" in py_error or "is not an ELF file" in py_error
         if no_code and proc.returncode != 0 and "does not contain device code" in tool_text:
             return "agree", "NO-CODE   %s: both say it has no device code" % name
-        return "disagree", "DISAGREE  %s: python: %s | cuobjdump rc=%d: %s" % (name, py_error, proc.returncode,
-                                                                             tool_text[-300:])
+        return "disagree", ("DISAGREE  %s: python: %s | cuobjdump rc=%d: %s"
+                            % (name, py_error, proc.returncode, tool_text[-300:]))
     if proc.returncode != 0:
         return "disagree", "DISAGREE  %s: python read %d entries, cuobjdump failed rc=%d: %s" % (
             name, len(info["entries"]), proc.returncode, tool_text[-300:])
@@ -179,7 +178,7 @@ def check_file(fb, cuobjdump, path, kernel_bytes, deadline):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("files", nargs="*", help="more ELF files to check")
     parser.add_argument("--cuobjdump", help="cuobjdump to compare with (default: PATH, then /usr/local/cuda/bin)")
     parser.add_argument("--nvcc", default="/usr/local/cuda/bin/nvcc", help="nvcc for a fresh build ('' to skip)")

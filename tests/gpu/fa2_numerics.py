@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Run the fa2_native numerics harness on a GPU machine, for the record.
 
     python3 tests/gpu/fa2_numerics.py                 # self-test: known-good vs deliberately wrong functions

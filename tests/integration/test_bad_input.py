@@ -162,7 +162,7 @@ def test_a_bad_setting_is_refused_in_the_first_play_and_nothing_changes(host, ca
 
 def test_the_failure_is_one_message_without_the_spec(host):
     """The default output: the message once as Ansible's error line, once in the result; no spec dump."""
-    rc, _, text = run(host, site("site"), "-e", "fa2_native_state=sideways", callback="default")
+    rc, _messages, text = run(host, site("site"), "-e", "fa2_native_state=sideways", callback="default")
     assert rc == 2, text
     assert "argument_spec_data" not in text and "validate_args_context" not in text, text
     # The whole run prints about 25 lines (plays, tasks, the error and the recap), not a 150-line spec.

@@ -33,7 +33,7 @@ def cmake_intersections(cases):
     results = {}
     for line in proc.stderr.splitlines():
         if line.startswith("CASE "):
-            key, _, value = line[5:].partition("=")
+            key, _sep, value = line[5:].partition("=")
             results[int(key)] = [v for v in value.split(";") if v]
     return [results[i] for i in range(len(cases))]
 

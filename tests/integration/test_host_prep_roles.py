@@ -126,7 +126,7 @@ BAD_ARGUMENTS = [
 def test_argument_specs_reject_bad_values_before_any_task(tmp_path):
     tasks = [expect_failure("%d" % i, [{"name": "Include %s" % role, "ansible.builtin.include_role": {
         "name": "dgxspark.vllm." + role}, "vars": {var: value}}])
-        for i, (role, var, value, _) in enumerate(BAD_ARGUMENTS)]
+        for i, (role, var, value, _message) in enumerate(BAD_ARGUMENTS)]
     rc, out = run_playbook(tmp_path, [play(tasks)], "--check")
     assert rc == 0, out["text"]
     found = case_lines(out)
@@ -168,7 +168,7 @@ REQUIREMENTS = [
 def test_requirement_comparison_decides_what_uv_must_install(tmp_path):
     tasks = [{"name": "Compare", "ansible.builtin.include_role": {"name": "dgxspark.vllm.vllm_venv",
                                                                   "tasks_from": "requirements"},
-              "vars": {"__vllm_venv_reqs": [req for req, _ in REQUIREMENTS], "__vllm_venv_installed": INSTALLED}},
+              "vars": {"__vllm_venv_reqs": [req for req, _met in REQUIREMENTS], "__vllm_venv_installed": INSTALLED}},
              {"name": "Show", "ansible.builtin.debug": {"msg": "UNMET {{ __vllm_venv_unmet | to_json }}"}}]
     rc, out = run_playbook(tmp_path, [play(tasks)])
     assert rc == 0, out["text"]
@@ -257,19 +257,20 @@ def test_cuda_env_derives_the_arch_and_takes_explicit_values(tmp_path, fake_host
 def test_cuda_env_without_a_gpu_or_toolkit(tmp_path, fake_host):
     no_gpu = dict(cuda_env_play(fake_host), environment={"PATH": "/usr/bin:/bin"})
     (fake_host["cuda"] / "bin" / "ptxas").unlink()
+
+    def run_cuda_env(**role_vars):
+        return [{"name": "Run", "ansible.builtin.include_role": {"name": "dgxspark.vllm.cuda_env"}, "vars": role_vars}]
+
+    env_file = str(fake_host["env_file"])
     plays = [
-        dict(no_gpu, tasks=[expect_failure("required", [{"name": "Run", "ansible.builtin.include_role": {
-            "name": "dgxspark.vllm.cuda_env"}, "vars": {"cuda_env_cuda_home": str(fake_host["cuda"]),
-                                                       "cuda_env_file": str(fake_host["env_file"])}}])], roles=[]),
-        dict(no_gpu, tasks=[expect_failure("toolkit", [{"name": "Run", "ansible.builtin.include_role": {
-            "name": "dgxspark.vllm.cuda_env"}, "vars": {"cuda_env_cuda_home": str(fake_host["cuda"]),
-                                                       "dgxspark_require_gpu": False,
-                                                       "cuda_env_file": str(fake_host["env_file"])}}])], roles=[]),
-        dict(no_gpu, tasks=[expect_failure("arch", [{"name": "Run", "ansible.builtin.include_role": {
-            "name": "dgxspark.vllm.cuda_env"}, "vars": {"cuda_env_torch_cuda_arch_list": "sm_121",
-                                                       "cuda_env_file": str(fake_host["env_file"])}}])], roles=[]),
-        dict(no_gpu, vars={"dgxspark_require_gpu": False}, roles=[dict(cuda_env_play(fake_host)["roles"][0],
-                                                                     cuda_env_require_toolkit=False)]),
+        dict(no_gpu, tasks=[expect_failure("required", run_cuda_env(
+            cuda_env_cuda_home=str(fake_host["cuda"]), cuda_env_file=env_file))], roles=[]),
+        dict(no_gpu, tasks=[expect_failure("toolkit", run_cuda_env(
+            cuda_env_cuda_home=str(fake_host["cuda"]), dgxspark_require_gpu=False, cuda_env_file=env_file))], roles=[]),
+        dict(no_gpu, tasks=[expect_failure("arch", run_cuda_env(
+            cuda_env_torch_cuda_arch_list="sm_121", cuda_env_file=env_file))], roles=[]),
+        dict(no_gpu, vars={"dgxspark_require_gpu": False},
+             roles=[dict(cuda_env_play(fake_host)["roles"][0], cuda_env_require_toolkit=False)]),
     ]
     rc, out = run_playbook(tmp_path, plays)
     assert rc == 0, out["text"]

@@ -74,7 +74,7 @@ def rollout(hosts, tmp_path_factory):
 
 
 def test_rollout_stops_after_the_failing_host(rollout):
-    rc, out, summary, _, _ = rollout
+    rc, out, summary, _markdown, _before = rollout
     assert rc == 2, out
     assert "ROLLOUT STOPPED at dgxspark-fleet-2: " in out
     assert summary["stopped"] is True
@@ -84,7 +84,7 @@ def test_rollout_stops_after_the_failing_host(rollout):
 
 
 def test_summary_names_the_host_the_reason_and_the_restore(rollout):
-    _, _, summary, markdown, _ = rollout
+    _rc, _out, summary, markdown, _before = rollout
     outcome = {o["host"]: o for o in summary["outcomes"]}
     failed = outcome["dgxspark-fleet-2"]
     assert failed["status"] == "rolled back"
@@ -128,7 +128,7 @@ def test_failing_host_is_back_on_the_previous_release_and_healthy(hosts, builds,
 
 def test_host_after_the_stop_was_not_touched(hosts, builds, rollout):
     h = hosts["dgxspark-fleet-3"]
-    _, _, _, _, before = rollout
+    _rc, _out, _summary, _markdown, before = rollout
     assert h.file(LIB).sha256sum == builds["stock"]
     assert not h.file(LIB + ".rollback").exists and not h.file(LIB + ".stock").exists
     assert arg(stand_in_state(h), "--max-num-seqs") == "4"
@@ -150,7 +150,7 @@ def report(hosts, rollout, tmp_path_factory):
 
 
 def test_verify_report_has_one_row_per_host_with_the_reason(report):
-    data, _, _ = report
+    data, _markdown, _out = report
     rows = {row["host"]: row for row in data["rows"]}
     assert sorted(rows) == NAMES and data["hosts"] == 3
     assert data["counts"] == {"OK": 0, "WARN": 1, "FAIL": 2}
@@ -173,7 +173,7 @@ def test_verify_report_has_one_row_per_host_with_the_reason(report):
 
 
 def test_verify_markdown_puts_the_failing_hosts_first(report):
-    _, markdown, out = report
+    _data, markdown, out = report
     assert "**2 FAIL, 1 WARN, 0 OK** of 3 host(s)." in markdown
     assert "Not right: dgxspark-fleet-2, dgxspark-fleet-3." in markdown
     table = [line for line in markdown.splitlines() if line.startswith("| dgxspark-")]
@@ -184,7 +184,7 @@ def test_verify_markdown_puts_the_failing_hosts_first(report):
 
 
 def test_verify_changed_nothing_on_the_hosts(report):
-    _, _, out = report
+    _data, _markdown, out = report
     recaps = [line for line in out.splitlines() if line.startswith("dgxspark-fleet-") and "changed=" in line]
     assert len(recaps) == 3 and all("changed=0" in line and "failed=0" in line for line in recaps), recaps
 

@@ -91,7 +91,7 @@ def results(host, tmp_path_factory):
                             "report": json.loads(report.read_text()) if report.exists() else None}
         yield loaded
     finally:
-        for name, (_, role_vars) in CASES.items():
+        for name, (_entry, role_vars) in CASES.items():
             service = role_vars.get("vllm_server_service_name")
             if name.startswith("report") or not service:
                 continue

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: dgxspark.vllm contributors
 # Apache License 2.0 (see LICENSE)
 """Numerics gate for a vLLM FA2 library (_vllm_fa2_C.abi3.so), shipped by the dgxspark.vllm fa2_native role.
@@ -280,8 +279,8 @@ def main(argv=None):
             passed = sum(r["passed"] for r in rows)
             expected = passed == len(rows) if want_pass else passed == 0
             verdicts[name] = {"passed_cases": passed, "cases": len(rows), "as_expected": expected}
-            print("== %s: %d/%d cases pass -> %s" % (name, passed, len(rows),
-                                                    "as expected" if expected else "NOT AS EXPECTED"))
+            print("== %s: %d/%d cases pass -> %s"
+                  % (name, passed, len(rows), "as expected" if expected else "NOT AS EXPECTED"))
             for row in rows:
                 print("   " + describe(row))
         summary.update(mode="self-test", functions=verdicts, passed=all(v["as_expected"] for v in verdicts.values()),

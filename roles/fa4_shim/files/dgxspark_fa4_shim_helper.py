@@ -259,7 +259,7 @@ def kernel_fetch(args):
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(partial, args.dest)
-    files = sum(len(f) for _, _, f in os.walk(args.dest))
+    files = sum(len(f) for _dirpath, _dirnames, f in os.walk(args.dest))
     return {"changed": True, "dest": args.dest, "files": files,
             "msg": "downloaded %s at %s into %s" % (args.repo, args.revision, args.dest)}
 

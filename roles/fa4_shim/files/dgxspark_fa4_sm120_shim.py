@@ -151,7 +151,7 @@ def _configured_fa_version():
 
 def _batch_invariant():
     try:
-        import vllm.envs as envs
+        from vllm import envs
         return bool(getattr(envs, "VLLM_BATCH_INVARIANT", False))
     except Exception:
         return False
@@ -165,7 +165,7 @@ def _apply_dsl_compat():
     Only missing attributes are added; nothing that exists is replaced.
     """
     try:
-        import cutlass.cute as cute
+        from cutlass import cute
     except Exception:
         return
     core = getattr(cute, "core", None)

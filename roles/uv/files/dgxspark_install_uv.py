@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: dgxspark.vllm contributors
 # Apache License 2.0 (see LICENSE)
 """Install uv and uvx from a uv wheel (zip) or a uv release tarball (tar.gz), atomically.

@@ -22,7 +22,7 @@ R = {"stand_ins": []}
 
 import torch  # noqa: E402
 import vllm  # noqa: E402
-import vllm.platforms as platforms  # noqa: E402
+from vllm import platforms  # noqa: E402
 from vllm.platforms.interface import DeviceCapability  # noqa: E402
 
 name = "vllm.vllm_flash_attn._vllm_fa2_C"

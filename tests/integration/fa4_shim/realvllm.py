@@ -56,8 +56,8 @@ def _stamp(*parts):
 def _run(argv, **kwargs):
     proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=False, **kwargs)
     if proc.returncode != 0:
-        raise RuntimeError("command failed (rc=%d): %s\n%s%s" % (proc.returncode, " ".join(map(str, argv)),
-                                                                  proc.stdout[-4000:], proc.stderr[-4000:]))
+        raise RuntimeError("command failed (rc=%d): %s\n%s%s"
+                           % (proc.returncode, " ".join(map(str, argv)), proc.stdout[-4000:], proc.stderr[-4000:]))
     return proc
 
 

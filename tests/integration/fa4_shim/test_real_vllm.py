@@ -44,7 +44,7 @@ def shim_result(overlay):
     """real_check.py's result with the shim installed, once per release (the run takes seconds)."""
     def get(version):
         if version not in _results:
-            venv, _ = overlay(version, shim="dgxspark")
+            venv, _site = overlay(version, shim="dgxspark")
             _results[version] = run_check(venv)
         return _results[version]
     return get
@@ -116,7 +116,7 @@ def test_vllms_fa4_branch_reaches_the_local_kernel(shim_result, version):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_kill_switch_gives_vllms_own_result(overlay, version):
-    venv, _ = overlay(version, shim="dgxspark")
+    venv, _site = overlay(version, shim="dgxspark")
     result = run_check(venv, {"FA4_SM120_SHIM": "0"})
     assert result["qualnames"] == {
         "get_flash_attn_version": "vllm.v1.attention.backends.fa_utils.get_flash_attn_version",
@@ -140,7 +140,7 @@ def run_verify(tmp_path, venv, **options):
 
 
 def test_vllm_verify_passes_without_gpu_on_0_33(tmp_path, overlay):
-    venv, _ = overlay("0.33.0", shim="dgxspark")
+    venv, _site = overlay("0.33.0", shim="dgxspark")
     result = run_verify(tmp_path, venv)
     assert result["passed"] is True, result.get("msg")
     report = result["report"]
@@ -158,7 +158,7 @@ def test_vllm_verify_passes_without_gpu_on_0_33(tmp_path, overlay):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_vllm_verify_passes_with_assumed_sm12x(tmp_path, overlay, version):
-    venv, _ = overlay(version, shim="dgxspark")
+    venv, _site = overlay(version, shim="dgxspark")
     result = run_verify(tmp_path, venv, assume_capability="12.1")
     assert result["passed"] is True, result.get("msg")
     report = result["report"]
@@ -173,7 +173,7 @@ def test_vllm_verify_passes_with_assumed_sm12x(tmp_path, overlay, version):
 
 def test_vllm_verify_fails_the_seed_style_shim_on_0_33(tmp_path, overlay):
     """The recipe's fixed 4-parameter wrapper on 0.33.0: fails even without a GPU (the wrapper raises first)."""
-    venv, _ = overlay("0.33.0", shim="seed")
+    venv, _site = overlay("0.33.0", shim="seed")
     result = run_verify(tmp_path, venv)
     assert result.get("failed") is True and result["passed"] is False, result
     assert any("TypeError" in p and "requires_softcap" in p for p in result["problems"]), result["problems"]

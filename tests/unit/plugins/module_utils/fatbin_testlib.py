@@ -3,12 +3,17 @@
 Everything here is real: the binaries are compiled by nvcc 13.0 (/usr/local/cuda/bin/nvcc) when the test
 session first asks for them, cuobjdump is NVIDIA's own from PyPI (nvidia-cuda-cuobjdump), and zstandard is the
 PyPI package. The PyPI packages are installed once into <repo>/.cache/ with `pip install --target` and reused.
-Builds are memoised per process, so the two test files share one set of builds per session.
+Builds are kept under <repo>/.cache/fatbin-builds/<key>, the key being a hash of nvcc's version and every
+source and argument, so the two test files (and ansible-test units, which runs each test in a forked
+process) share one set of builds; a changed toolkit or build list builds afresh.
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -99,13 +104,47 @@ def _assemble_aarch64(fatbin, out, cwd):
     _run(_aarch64_assembler() + ["-o", str(out), str(asm)], cwd)
 
 
-def build_all(tmp_path_factory):
-    """Compile every binary once per process into a pytest temporary directory; returns {name: Path}."""
+def _build_key():
+    """What the builds depend on: nvcc's version and every source and argument."""
+    version = _run([str(NVCC), "--version"], ROOT).stdout
+    blob = json.dumps({"nvcc": str(NVCC), "version": version, "builds": BUILDS, "k.cu": KERNELS_CU,
+                       "extra.cu": EXTRA_CU}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_all(tmp_path_factory=None):
+    """Compile every binary once (per build key) under .cache/fatbin-builds; returns {name: Path}.
+
+    tmp_path_factory is unused; it stays in the signature for the callers' session fixtures.
+    """
+    del tmp_path_factory
     if _BUILT:
         return dict(_BUILT)
     if not NVCC.is_file():
         raise RuntimeError("nvcc not found at %s: these tests compile real CUDA code (set DGX_NVCC)" % NVCC)
-    work = Path(tmp_path_factory.mktemp("cuda-builds"))
+    store = CACHE / "fatbin-builds"
+    store.mkdir(parents=True, exist_ok=True)
+    done = store / _build_key()
+    with open(store / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (done / ".complete").is_file():
+            work = Path(tempfile.mkdtemp(prefix=done.name + ".", dir=store))
+            try:
+                _build_into(work)
+                (work / ".complete").write_text("\n".join(sorted(BUILDS)) + "\n")
+                if done.exists():
+                    shutil.rmtree(done)
+                work.rename(done)
+            finally:
+                if work.exists():
+                    shutil.rmtree(work)
+    built = {p.name: p for p in done.iterdir() if p.suffix in (".so", ".o", ".fatbin")}
+    _BUILT.update(built)
+    return dict(_BUILT)
+
+
+def _build_into(work):
+    """Run every build of BUILDS (and the mixed, aarch64 and no-CUDA ones) in the directory work."""
     (work / "k.cu").write_text(KERNELS_CU)
     (work / "extra.cu").write_text(EXTRA_CU)
 
@@ -121,9 +160,6 @@ def build_all(tmp_path_factory):
     _assemble_aarch64(work / "k.fatbin", work / "aarch64.o", work)
     (work / "no_cuda.c").write_text("int answer(void) { return 42; }\n")
     _run(["gcc", "-shared", "-fPIC", "-o", "no_cuda.so", "no_cuda.c"], work)
-    built = {p.name: p for p in work.iterdir() if p.suffix in (".so", ".o", ".fatbin")}
-    _BUILT.update(built)
-    return dict(_BUILT)
 
 
 def pip_target(spec):

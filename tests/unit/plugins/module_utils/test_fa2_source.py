@@ -83,7 +83,7 @@ def test_patch_stock_for_12_1_makes_both_changes():
 
 
 def test_patch_is_idempotent():
-    once, _ = fs.patch_cmakelists(STOCK, ["8.0", "12.1"], "13.0")
+    once, _info = fs.patch_cmakelists(STOCK, ["8.0", "12.1"], "13.0")
     twice, info = fs.patch_cmakelists(once, ["8.0", "12.1"], "13.0")
     assert twice == once
     assert info["status"] == "unchanged" and info["changes"] == []
@@ -137,7 +137,7 @@ def test_without_a_version_block_the_set_line_gets_the_arch():
 
 def test_crlf_line_endings_survive():
     text = STOCK.replace("\n", "\r\n")
-    new, _ = fs.patch_cmakelists(text, ["12.1"], "13.0")
+    new, _info = fs.patch_cmakelists(text, ["12.1"], "13.0")
     assert new.count("\r\n") == text.count("\r\n")
 
 
@@ -171,7 +171,7 @@ def test_bad_arch_values_are_named(bad):
 
 
 def test_unified_diff_names_the_file():
-    new, _ = fs.patch_cmakelists(STOCK, ["12.1"], "13.0")
+    new, _info = fs.patch_cmakelists(STOCK, ["12.1"], "13.0")
     diff = fs.unified_diff(STOCK, new, "/src/CMakeLists.txt")
     assert diff.startswith("--- /src/CMakeLists.txt\n+++ /src/CMakeLists.txt\n")
     assert '-    cuda_archs_loose_intersection(FA2_ARCHS "8.0+PTX" "${CUDA_ARCHS}")' in diff
@@ -263,7 +263,7 @@ def test_tree_fingerprint_ignores_build_dirs_and_follows_patched_text(tmp_path):
     (tree / "csrc").mkdir(parents=True)
     (tree / "CMakeLists.txt").write_text(STOCK)
     (tree / "csrc" / "a.cu").write_text("kernel")
-    patched, _ = fs.patch_cmakelists(STOCK, ["12.1"], "13.0")
+    patched, _info = fs.patch_cmakelists(STOCK, ["12.1"], "13.0")
     first = fs.tree_fingerprint(str(tree), patched)
     (tree / "build").mkdir()
     (tree / "build" / "junk.o").write_text("object")

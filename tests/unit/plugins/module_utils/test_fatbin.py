@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-import fatbin_testlib as lib
 from ansible_collections.dgxspark.vllm.plugins.module_utils import fatbin
+from ansible_collections.dgxspark.vllm.tests.unit.plugins.module_utils import fatbin_testlib as lib
 
 KERNELS = sorted(lib.KERNEL_NAMES)
 
@@ -68,7 +68,7 @@ def test_python_reader_layout(built, name, layout, sass, ptx):
     assert kinds_archs(info) == layout
     assert info["sass_archs"] == sass
     assert info["ptx_archs"] == ptx
-    assert info["counts"] == {"sass": sum(k == "sass" for k, _ in layout), "ptx": sum(k == "ptx" for k, _ in layout)}
+    assert info["counts"] == {"sass": sum(k == "sass" for k, _arch in layout), "ptx": sum(k == "ptx" for k, _arch in layout)}
     assert info["kernels_complete"] is False and info["kernels"] == []
 
 
@@ -129,7 +129,7 @@ def test_lz4_payload_decodes_to_the_uncompressed_build(built, without_zstd):
         return raw, fatbin._payload(data, raw, None)
 
     lz4_raw, (lz4_text, why) = ptx_payload(built["lz4.o"])
-    plain_raw, (plain_text, _) = ptx_payload(built["plain.o"])
+    plain_raw, (plain_text, _reason) = ptx_payload(built["plain.o"])
     assert lz4_raw["compression"] == "lz4" and plain_raw["compression"] is None and why is None
     assert lz4_raw["stored_size"] < lz4_raw["size"]
     # PTX is stored as a C string; the uncompressed copy is also padded to 8 bytes

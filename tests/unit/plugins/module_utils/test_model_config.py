@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
+from ansible_collections.dgxspark.vllm.tests.unit.module_env import module_pythonpath
 from ansible_collections.dgxspark.vllm.plugins.module_utils.model_config import (
     ModelConfigError,
     find_config,
@@ -51,7 +58,7 @@ def _snapshot(hub, model, commit, config, ref="main"):
     (snap / "config.json").write_text(json.dumps(config))
     if ref:
         (repo / "refs").mkdir(exist_ok=True)
-        (repo / "refs" / ref).write_text(commit + "\n")
+        (repo / "refs" / ref).write_text(commit)  # as huggingface_hub writes it, without a newline
     return snap / "config.json"
 
 
@@ -96,3 +103,66 @@ def test_hub_cache_resolution():
     assert hub_cache(environ={"HF_HOME": "/h"}) == "/h/hub"
     assert hub_cache(environ={"HF_HUB_CACHE": "/c", "HF_HOME": "/h"}) == "/c"
     assert hub_cache("/explicit", environ={"HF_HUB_CACHE": "/c"}) == "/explicit/hub"
+
+
+# ---- with the real huggingface_hub (PyPI) importable, as in a Python that has it ----------------------------
+
+HUB_PIN = "huggingface_hub==2.4.0"  # the release the vLLM 0.33.0 venvs of the FA4 tests resolve to
+ROOT = Path(__file__).resolve().parents[4]
+
+
+def hub_site():
+    """huggingface_hub and its dependencies, installed once with pip --target under .cache/pip-target."""
+    dest = ROOT / ".cache" / "pip-target" / ("%s-deps-cp%d%d" % (HUB_PIN.replace("==", "-"), *sys.version_info[:2]))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(dest) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (dest / ".complete").is_file():
+            tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                            "--target", str(tmp), HUB_PIN], check=True)
+            (tmp / ".complete").write_text(HUB_PIN + "\n")
+            if dest.exists():
+                shutil.rmtree(dest)
+            tmp.rename(dest)
+    return dest
+
+
+PROBE = r"""
+import json, sys
+from ansible_collections.dgxspark.vllm.plugins.module_utils import model_config as mc
+cases = json.loads(sys.argv[1])
+out = []
+for model, cache, revision in cases:
+    via_hub = mc._lookup_with_huggingface_hub(model, cache, revision)
+    try:
+        found = mc.find_config(model, revision=revision, environ={"HF_HUB_CACHE": cache})
+    except mc.ModelConfigError as exc:
+        found = "error: %s" % exc
+    out.append([via_hub, found])
+print(json.dumps(out))
+"""
+
+
+def test_huggingface_hub_finds_what_the_own_reader_finds(tmp_path):
+    """The same lookups with huggingface_hub importable (its try_to_load_from_cache answers first) and here,
+    where it is not (the module's own reader of the cache layout answers)."""
+    hub = tmp_path / "hub"
+    old = _snapshot(hub, "openai/gpt-oss-120b", "a" * 40, GPT_OSS, ref=None)
+    main = _snapshot(hub, "openai/gpt-oss-120b", "b" * 40, GPT_OSS)
+    _snapshot(hub, "org/unreferenced", "1" * 40, LLAMA3_8B, ref=None)
+    _snapshot(hub, "org/tagged", "2" * 40, LLAMA3_8B, ref="v1")
+    cases = [["openai/gpt-oss-120b", str(hub), None], ["openai/gpt-oss-120b", str(hub), "a" * 40],
+             ["org/tagged", str(hub), "v1"], ["org/unreferenced", str(hub), None], ["org/absent", str(hub), None]]
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(cases)], capture_output=True, text=True,
+                          check=False, env=dict(os.environ, PYTHONPATH=module_pythonpath(hub_site())))
+    assert proc.returncode == 0, proc.stderr
+    with_hub = json.loads(proc.stdout)
+    assert [via for via, _found in with_hub] == [str(main), str(old), str(hub / "models--org--tagged" / "snapshots" / ("2" * 40) / "config.json"),
+                                                 None, None]
+    for (model, cache, revision), (_via, found) in zip(cases, with_hub):
+        try:
+            here = find_config(model, revision=revision, environ={"HF_HUB_CACHE": cache})
+        except ModelConfigError as exc:
+            here = "error: %s" % exc
+        assert found == here, (model, revision)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.dgxspark.vllm.tests.unit.module_env import ansible_doc, module_pythonpath
+from ansible_collections.dgxspark.vllm.tests.unit.plugins.module_utils import fatbin_testlib as lib
+
 ROOT = Path(__file__).resolve().parents[4]
 COLLECTIONS = ROOT / ".cache" / "collections"
 MODULE = ROOT / "plugins" / "modules" / "cuda_fatbin_info.py"
-sys.path.insert(0, str(ROOT / "tests" / "unit" / "plugins" / "module_utils"))
-
-import fatbin_testlib as lib  # noqa: E402  (needs the path above)
 
 KERNELS = sorted(lib.KERNEL_NAMES)
 SYSTEM_PATH = "/usr/bin:/bin"
@@ -38,7 +38,7 @@ def cuobjdump_dir():
 def run_module(tmp_path, args, path=SYSTEM_PATH, pythonpath=()):
     argsfile = tmp_path / "args.json"
     argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = {"PATH": path, "PYTHONPATH": os.pathsep.join([str(COLLECTIONS)] + [str(p) for p in pythonpath])}
+    env = {"PATH": path, "PYTHONPATH": module_pythonpath(*pythonpath)}
     proc = subprocess.run([sys.executable, str(MODULE), str(argsfile)], capture_output=True, text=True, env=env,
                           check=False)
     assert proc.stdout, proc.stderr
@@ -199,10 +199,9 @@ def test_cuobjdump_option_must_be_executable(tmp_path, built):
 
 
 def test_ansible_doc_renders(tmp_path):
-    bindir = Path(sys.executable).parent
-    proc = subprocess.run([str(bindir / "ansible-doc"), "-t", "module", "dgxspark.vllm.cuda_fatbin_info"],
+    proc = subprocess.run([ansible_doc(), "-t", "module", "dgxspark.vllm.cuda_fatbin_info"],
                           capture_output=True, text=True, check=False,
-                          env={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "PATH": str(bindir) + ":" + SYSTEM_PATH,
+                          env={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "PATH": os.environ.get("PATH", SYSTEM_PATH),
                                "HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     for text in ("target_archs", "kernels_complete", "nvidia-cuda-cuobjdump", "PTX-only for SM12x"):

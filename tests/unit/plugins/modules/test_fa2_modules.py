@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import threading
 from pathlib import Path
 
 import pytest
+
+from ansible_collections.dgxspark.vllm.tests.unit.module_env import ansible_doc, module_pythonpath
 
 ROOT = Path(__file__).resolve().parents[4]
 COLLECTIONS = ROOT / ".cache" / "collections"
@@ -27,7 +30,7 @@ MODULES = ROOT / "plugins" / "modules"
 def run(module, tmp_path, args):
     argsfile = tmp_path / ("args-%s.json" % module)
     argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(COLLECTIONS)}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": module_pythonpath()}
     proc = subprocess.run([sys.executable, str(MODULES / (module + ".py")), str(argsfile)],
                           capture_output=True, text=True, env=env, check=False)
     assert proc.stdout, proc.stderr
@@ -222,8 +225,8 @@ def test_library_module_errors_name_the_path(tmp_path):
 
 @pytest.mark.parametrize("module", ["fa2_patch", "fa2_source", "fa2_library"])
 def test_ansible_doc_renders(module):
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "-t", "module", "dgxspark.vllm." + module],
+    proc = subprocess.run([ansible_doc(), "-t", "module", "dgxspark.vllm." + module],
                           capture_output=True, text=True, check=False,
-                          env={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "PATH": "/usr/bin:/bin"})
+                          env={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
     assert proc.returncode == 0, proc.stderr
     assert "dgxspark.vllm." + module in proc.stdout and "RETURN VALUES" in proc.stdout

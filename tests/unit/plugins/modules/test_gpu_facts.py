@@ -7,15 +7,15 @@ PATH, printing canned output (the real H200 line from FACTS.md, a GB10-like line
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.dgxspark.vllm.tests.unit.module_env import module_pythonpath
+
 ROOT = Path(__file__).resolve().parents[4]
-COLLECTIONS = ROOT / ".cache" / "collections"
 MODULE = ROOT / "plugins" / "modules" / "gpu_facts.py"
 
 H200_LINE = "NVIDIA H200, 9.0, 580.159.04, 143771, GPU-251d5ba9-6f33-8bf4-9283-451ed75b3430"
@@ -36,7 +36,7 @@ def run_module(tmp_path, args, tools):
         _stand_in(bindir, name, out, rc)
     argsfile = tmp_path / "args.json"
     argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = {"PATH": str(bindir) + ":/bin", "PYTHONPATH": str(COLLECTIONS)}
+    env = {"PATH": str(bindir) + ":/bin", "PYTHONPATH": module_pythonpath()}
     proc = subprocess.run([sys.executable, str(MODULE), str(argsfile)], capture_output=True, text=True, env=env, check=False)
     assert proc.stdout, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])

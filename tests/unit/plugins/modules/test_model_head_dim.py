@@ -9,15 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ansible_collections.dgxspark.vllm.tests.unit.module_env import module_pythonpath
+
 ROOT = Path(__file__).resolve().parents[4]
-COLLECTIONS = ROOT / ".cache" / "collections"
 MODULE = ROOT / "plugins" / "modules" / "model_head_dim.py"
 
 
 def run_module(tmp_path, args, env=None):
     argsfile = tmp_path / "args.json"
     argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=True)}))
-    full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(COLLECTIONS), "HOME": str(tmp_path)}
+    full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": module_pythonpath(), "HOME": str(tmp_path)}
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, str(MODULE), str(argsfile)], capture_output=True, text=True, env=full_env, check=False)
     assert proc.stdout, proc.stderr

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.dgxspark.vllm.tests.unit.module_env import module_pythonpath
+
 ROOT = Path(__file__).resolve().parents[4]
-COLLECTIONS = ROOT / ".cache" / "collections"
 MODULE = ROOT / "plugins" / "modules" / "vllm_probe.py"
 STAND_IN = ROOT / "tests" / "fixtures" / "openai_stand_in.py"
 SECRET = "sk-test-0123456789abcdef"
@@ -44,7 +45,7 @@ def stand_in(tmp_path):
         procs.append(proc)
         url = "http://127.0.0.1:%d" % port
         if wait:
-            for _ in range(100):
+            for _attempt in range(100):
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                     break
@@ -81,7 +82,7 @@ def run_module(tmp_path, args, check_mode=False, path="/usr/bin:/bin"):
     if check_mode:
         payload["_ansible_check_mode"] = True
     argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
-    env = {"PATH": path, "PYTHONPATH": str(COLLECTIONS)}
+    env = {"PATH": path, "PYTHONPATH": module_pythonpath()}
     proc = subprocess.run([sys.executable, str(MODULE), str(argsfile)], capture_output=True, text=True, env=env,
                           check=False, timeout=120)
     assert proc.stdout, proc.stderr

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.dgxspark.vllm.tests.unit.module_env import module_pythonpath
+
 ROOT = Path(__file__).resolve().parents[4]
 COLLECTIONS = ROOT / ".cache" / "collections"
 MODULE = ROOT / "plugins" / "modules" / "vllm_verify.py"
@@ -34,7 +36,7 @@ def run_module(tmp_path, args, check_mode=False):
     if check_mode:
         payload["_ansible_check_mode"] = True
     argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(COLLECTIONS)}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": module_pythonpath()}
     proc = subprocess.run([sys.executable, str(MODULE), str(argsfile)], capture_output=True, text=True, env=env, check=False)
     assert proc.stdout, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -107,7 +107,7 @@ def test_sm12x_routes_fa4_through_the_local_kernel(site, shape):
 
 
 def test_seven_parameter_callers_keywords_pass_through(site):
-    result, _ = run(site("seven"), """
+    result, _stderr = run(site("seven"), """
         import vllm.v1.attention.backends.flash_attn as caller
         all7 = dict(requires_alibi=False, head_size=128, head_size_v=128, has_sinks=False, requires_softcap=False,
                     kv_cache_block_size=16, supports_fa4_hd256=False)
@@ -125,7 +125,7 @@ def test_seven_parameter_callers_keywords_pass_through(site):
 
 @pytest.mark.parametrize("capability,expected", [("12.1", 4), ("9.0", 3)])
 def test_a_future_keyword_passes_through(site, capability, expected):
-    result, _ = run(site("eight"), """
+    result, _stderr = run(site("eight"), """
         import vllm.v1.attention.backends.fa_utils as fa_utils
         R["v"] = fa_utils.get_flash_attn_version(head_size=128, future_flag=True, kv_cache_block_size=16)
     """, capability=capability)
@@ -151,7 +151,7 @@ GRID = """
 @pytest.mark.parametrize("shape", ["four", "seven"])
 @pytest.mark.parametrize("capability", ["9.0", "10.0", ""])
 def test_other_gpus_and_no_gpu_are_untouched(site, shape, capability):
-    result, _ = run(site(shape), GRID, capability=capability)
+    result, _stderr = run(site(shape), GRID, capability=capability)
     assert all(p == o for p, o in result["pairs"]), result["pairs"]
     assert result["supported"][0] == result["supported"][1]
     assert result["fwd"] == [["vllm-out", "Q"], "vllm-lse", None, None]
@@ -161,7 +161,7 @@ def test_other_gpus_and_no_gpu_are_untouched(site, shape, capability):
 
 
 def test_kill_switch_leaves_vllm_alone(site):
-    result, _ = run(site("seven"), """
+    result, _stderr = run(site("seven"), """
         import vllm.v1.attention.backends.fa_utils as fa_utils
         import vllm.vllm_flash_attn.flash_attn_interface as fai
         import dgxspark_fa4_sm120_shim as shim
@@ -231,7 +231,7 @@ def test_a_failing_patch_never_breaks_import(site):
 def test_a_broken_vllm_module_raises_its_own_error(site):
     sitedir = site("seven")
     (sitedir / "vllm" / "vllm_flash_attn" / "cute" / "interface.py").write_text("raise RuntimeError('vllm own error')\n")
-    result, _ = run(sitedir, """
+    result, _stderr = run(sitedir, """
         try:
             import vllm.vllm_flash_attn.cute.interface
         except RuntimeError as exc:
@@ -252,7 +252,7 @@ def test_configured_version_and_batch_invariance_are_respected(site):
 
 
 def test_loader_keeps_the_real_loaders_features_and_reload_repatches(site):
-    result, _ = run(site("seven"), """
+    result, _stderr = run(site("seven"), """
         import importlib, inspect
         import vllm.v1.attention.backends.fa_utils as fa_utils
         R["source_has_def"] = "def get_flash_attn_version" in inspect.getsource(fa_utils)
@@ -361,7 +361,7 @@ def test_dsl_compat_adds_only_missing_names(site, tmp_path):
         handle.write("\n\ndef _resolve_causal_local_window(causal, left, right, mask_mod=None):\n"
                      "    return causal, left is not None, left, 0 if causal else right\n")
     (sitedir / "zzz_dgxspark_fa4_sm120.pth").write_text(standin_vllm.render_pth(kernel))
-    result, _ = run(sitedir, """
+    result, _stderr = run(sitedir, """
         import vllm.v1.attention.backends.fa_utils as fa_utils
         R["hd128"] = fa_utils.get_flash_attn_version(head_size=128)
         import cutlass, cutlass.cute as cute

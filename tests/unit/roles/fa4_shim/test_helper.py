@@ -138,7 +138,7 @@ def hub(tmp_path):
 
 
 def fetch(dest, hub, extra=(), env=None, expect_rc=0):
-    path, base_env, _ = hub
+    path, base_env, _log = hub
     full = dict(base_env)
     full.update(env or {})
     return helper("kernel-fetch", "--repo", "SecondNatureComputing/flash-attn-4-sm120", "--revision", "a" * 40,
