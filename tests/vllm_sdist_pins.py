@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The flash-attention commit each vLLM release pins, read from the release's own sdist on PyPI.
 
 vLLM's cmake/external_projects/vllm_flash_attn.cmake (GIT_TAG) names the flash-attention commit a release
@@ -14,7 +13,8 @@ the cmake file: the file is about 0.8 MB into a 37-47 MB .tar.gz, so twelve rele
 few seconds rather than 490 MB. What it keeps of each sdist is that prefix, byte for byte as PyPI serves it
 (vllm-X.tar.gz.head: a gzip stream that tarfile reads up to and including the cmake file), and index.json
 records for each release the file name, URL, size and the sha256 PyPI publishes for the whole file. A whole
-vllm-X.tar.gz in the cache (a wheelhouse) is read as well. Files already in the cache are not fetched again. Exit code 0 when every release was read; 1 otherwise.
+vllm-X.tar.gz in the cache (a wheelhouse) is read as well. Files already in the cache are not fetched again.
+Exit code 0 when every release was read; 1 otherwise.
 """
 
 from __future__ import annotations

@@ -276,11 +276,12 @@ def test_tree_fingerprint_ignores_build_dirs_and_follows_patched_text(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # the libcuda the build links against (CMake's CUDA::cuda_driver)
 
-LDCONFIG_WITH_DRIVER = """\
-1234 libs found in cache `/etc/ld.so.cache'
-	libcudart.so.13 (libc6,x86-64) => /usr/local/cuda-13.0/lib/libcudart.so.13
-	libcuda.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libcuda.so.1
-"""
+# ldconfig -p indents each entry with a tab.
+LDCONFIG_WITH_DRIVER = (
+    "1234 libs found in cache `/etc/ld.so.cache'\n"
+    "\tlibcudart.so.13 (libc6,x86-64) => /usr/local/cuda-13.0/lib/libcudart.so.13\n"
+    "\tlibcuda.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libcuda.so.1\n"
+)
 
 
 def _files(*paths):
