@@ -13,13 +13,19 @@ version_added: 0.1.0
 description:
   - Edits the top-level C(CMakeLists.txt) of a vllm-project/flash-attention source tree so that the
     C(_vllm_fa2_C) library is compiled to SASS for O(target_archs) instead of sm_80 SASS + compute_80 PTX.
+  - The file is read as CMake reads it - commands with arguments across lines, comments, quoted, unquoted
+    and bracket arguments, and the C(if)/C(elseif)/C(else) branches CMake takes for O(cuda_version) - and
+    only commands that run are read and edited.
   - Two edits, each only where needed. The target archs missing from C(CUDA_SUPPORTED_ARCHS) for the
-    given CUDA version are appended to the C(list(APPEND CUDA_SUPPORTED_ARCHS ...)) line of the C(CUDA >= x)
-    branch CMake takes; otherwise the target would collapse to 12.0 and FA2 would get no arch at all.
-    The C(cuda_archs_loose_intersection(FA2_ARCHS "8.0+PTX" ...)) line gets the target list.
+    given CUDA version are added to the last C(set) or C(list(APPEND)) of it that runs before the target
+    list meets it (in flash-attention, the C(list(APPEND ...)) of the C(CUDA >= 13.0) branch); otherwise the
+    target would collapse to 12.0 and FA2 would get no arch at all. The FA2 list argument of the
+    C(cuda_archs_loose_intersection(FA2_ARCHS ...)) call that runs gets the target list. Branches not
+    taken, layout and comments are kept.
   - The module models FA's arch intersection. When the source already yields the wanted FA2 arch list
     (a second run, or upstream PR 196 that makes both changes) the file is left untouched.
-  - Fails, naming the file and the missing line, when the expected lines are not found.
+  - Fails, naming the file and the line, when a command is missing, when the FA2 call runs in no branch,
+    or when a value comes from a variable.
   - Supports check mode and diff mode. Reports changed only when the file was (or would be) rewritten.
 options:
   path:
@@ -79,7 +85,9 @@ changes:
   returned: success
   type: list
   elements: str
-  sample: ["CUDA_SUPPORTED_ARCHS: added 12.1 (CUDA >= 13.0 branch, line 27)"]
+  sample:
+    - "CUDA_SUPPORTED_ARCHS: added 12.1 (line 27, list(APPEND CUDA_SUPPORTED_ARCHS), in the branch
+      if(${CMAKE_CUDA_COMPILER_VERSION} VERSION_GREATER_EQUAL 13.0))"
 git_head:
   description: The commit checked out in the tree when it is the top of a git work tree, else V(null).
   returned: success

@@ -69,6 +69,14 @@ options:
     description: Verify TLS certificates of O(cmake_url).
     type: bool
     default: true
+  cuda_home:
+    description:
+      - CUDA toolkit root. When set, RV(cuda_driver) says which C(libcuda.so) the build will link against
+        (CMake's C(CUDA::cuda_driver)); nothing is decided from it here.
+    type: path
+  cuda_driver_library:
+    description: A C(libcuda.so) given by the user, reported in RV(cuda_driver) instead of searching.
+    type: path
 author:
   - dgxspark.vllm maintainers (@dgxspark)
 """
@@ -122,10 +130,21 @@ fa2_archs:
   returned: success
   type: str
   sample: "8.0;12.1"
+cuda_driver:
+  description:
+    - The C(libcuda.so) to link against, found as CMake's FindCUDAToolkit looks (the toolkit's lib dirs, the
+      NVIDIA driver's library from C(ldconfig -p) and the usual dirs, then the toolkit's C(stubs/) dirs), or
+      O(cuda_driver_library). V(null) without O(cuda_home).
+    - C(path) (V(null) when none was found), C(kind) (V(given), V(toolkit), V(driver) or V(stub)), C(exists)
+      and C(searched) (the paths looked at).
+  returned: success
+  type: dict
+  sample: {path: /usr/local/cuda/lib64/stubs/libcuda.so, kind: stub, exists: true, searched: []}
 """
 
 import json
 import os
+import platform
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
@@ -134,6 +153,7 @@ from ansible_collections.dgxspark.vllm.plugins.module_utils.fa2_source import (
     Fa2SourceError,
     commit_for_release,
     desired_fa2_list,
+    find_cuda_driver_library,
     normalize_archs,
     parse_git_tag,
     parse_vllm_version,
@@ -173,6 +193,19 @@ def local_tree(module, result):
                       detail="local tree %s (content hash %s)" % (root, result["fingerprint"][:16]))
 
 
+def cuda_driver(module):
+    """Which libcuda.so the build would link against (see find_cuda_driver_library)."""
+    params = module.params
+    if not params["cuda_home"]:
+        return None
+    ldconfig = module.get_bin_path("ldconfig", required=False, opt_dirs=["/sbin", "/usr/sbin"])
+    listing = ""
+    if ldconfig:
+        rc, out, _err = module.run_command([ldconfig, "-p"], environ_update={"LC_ALL": "C"})
+        listing = out if rc == 0 else ""
+    return find_cuda_driver_library(params["cuda_home"], listing, platform.machine(), params["cuda_driver_library"] or "")
+
+
 def recorded_pin(path, version):
     """The fa_commit an earlier run recorded for this exact vLLM version, or None."""
     if not path or not os.path.isfile(path):
@@ -204,12 +237,14 @@ def main():
             cuda_version=dict(type="str", default="13.0"),
             timeout=dict(type="int", default=30),
             validate_certs=dict(type="bool", default=True),
+            cuda_home=dict(type="path"),
+            cuda_driver_library=dict(type="path"),
         ),
         supports_check_mode=True,
     )
     params = module.params
     result = dict(changed=False, kind=None, commit=None, detail=None, source_dir=None, fingerprint=None,
-                  git_head=None, repository=None)
+                  git_head=None, repository=None, cuda_driver=cuda_driver(module))
     try:
         targets = normalize_archs(params["target_archs"])
     except Fa2SourceError as exc:

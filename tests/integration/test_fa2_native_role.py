@@ -13,6 +13,12 @@ project's kernels as sm_80 SASS + compute_80 PTX). No GPU here (dgxspark_require
 * a source whose configure collapses FA2_ARCHS to nothing is refused after configure;
 * no CUDA toolkit: a clear failure before anything is cloned;
 * a prebuilt library is verified and installed without building;
+* the CUDA driver library the build links against (CMake's CUDA::cuda_driver): this machine has no NVIDIA
+  driver and its CUDA toolkit (put together from NVIDIA's pip wheels) has no stubs/ dir, which is the real
+  case of a driverless build host: the role must stop before anything changes and say what it looked for;
+  then a toolkit stand-in with a stubs/libcuda.so must be found and linked. The other builds here link
+  against a STAND-IN libcuda.so given as fa2_native_cuda_driver_library: an empty library with the driver's
+  soname libcuda.so.1, made with gcc, because there is no driver on this machine;
 * a numerics gate that fails puts the previous library back and fails the host (a STAND-IN nvidia-smi
   reports a GB10, so the role runs the gate; the stand-in venv has no torch, so the harness cannot pass).
 The tests run in file order and share the mirror, the fleet cache and the first venv.
@@ -33,6 +39,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fa2_support  # noqa: E402
+
+from ansible_collections.dgxspark.vllm.plugins.module_utils import fa2_source as fs  # noqa: E402
 
 ROOT = fa2_support.ROOT
 BIN = Path(sys.executable).parent
@@ -75,7 +83,11 @@ def world(tmp_path_factory):
         "160000,%s,csrc/composable_kernel" % git("rev-parse", "HEAD", cwd=cutlass).strip(), cwd=project)
     git("add", ".gitmodules", cwd=project)
     git("commit", "-qm", "fa2 test project", cwd=project)
-    return {"base": base, "tools": tools, "stock": stock, "mirror": project,
+    stub = base / "driver-stub" / "libcuda.so"         # STAND-IN: see the module docstring
+    stub.parent.mkdir()
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(stub), "-x", "c", "/dev/null"],
+                   check=True, capture_output=True)
+    return {"base": base, "tools": tools, "stock": stock, "mirror": project, "driver_stub": stub,
             "commit": git("rev-parse", "HEAD", cwd=project).strip(),
             "cache": base / "fleet-cache"}
 
@@ -102,7 +114,7 @@ def play(world, tmp, variables, check=False, path_env=None):
     hostvars = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                 "dgxspark_require_gpu": False, "fa2_native_manage_packages": False,
                 "fa2_native_cmake": str(world["tools"]["cmake"]), "fa2_native_fleet_cache": str(world["cache"]),
-                "fa2_native_progress_interval": 20}
+                "fa2_native_progress_interval": 20, "fa2_native_cuda_driver_library": str(world["driver_stub"])}
     hostvars.update(variables)
     inventory.write_text(json.dumps({"all": {"hosts": {"localhost": hostvars}}}))
     env = {"PATH": path_env or (str(BIN) + ":/usr/local/bin:/usr/bin:/bin"), "HOME": str(Path.home()),
@@ -199,12 +211,14 @@ def test_new_vllm_version_means_a_new_build(world, clone_host):
 
 
 def test_configure_that_collapses_fa2_archs_is_refused(world, tmp_path):
-    """CUDA_SUPPORTED_ARCHS overwritten after the patched block: the patch sees 12.1 supported, configure
-    does not, and FA2_ARCHS comes out empty. The role must stop after configure."""
+    """CUDA_SUPPORTED_ARCHS overwritten after the patched block, in an included file the patch does not read:
+    the patch sees 12.1 supported, configure does not, and FA2_ARCHS comes out empty. The role must stop
+    after configure."""
     src = tmp_path / "src"
     shutil.copytree(fa2_support.FIXTURE, src)
+    (src / "cmake" / "override.cmake").write_text('set(CUDA_SUPPORTED_ARCHS "8.0;8.6;8.9;9.0;12.0")\n')
     text = (src / "CMakeLists.txt").read_text()
-    text = text.replace("fixture_find_python(", 'set(CUDA_SUPPORTED_ARCHS "8.0;8.6;8.9;9.0;12.0")\nfixture_find_python(', 1)
+    text = text.replace("fixture_find_python(", 'include(${CMAKE_CURRENT_LIST_DIR}/cmake/override.cmake)\nfixture_find_python(', 1)
     (src / "CMakeLists.txt").write_text(text)
     libdir = make_venv(tmp_path / "venv", world["stock"])
     result = play(world, tmp_path, {"fa2_native_venv_path": str(tmp_path / "venv"), "fa2_native_work_dir": str(tmp_path / "work"),
@@ -212,6 +226,64 @@ def test_configure_that_collapses_fa2_archs_is_refused(world, tmp_path):
     assert result["rc"] != 0
     assert "configure printed FA2_ARCHS: (empty: FA2 would get no architecture at all); expected 12.1" in result["out"]
     assert listing(libdir) == ["__init__.py", LIB] and sha(libdir / LIB) == sha(world["stock"])
+
+
+def cuda_home_standin(tmp_path):
+    """A CUDA home in front of this machine's toolkit: bin/nvcc is a wrapper that runs the real nvcc (the role
+    takes the toolkit's home from where nvcc really is, so a symlink would lead back to the real toolkit),
+    include/ and lib/ link to the real ones, and there is no lib64/, where a test can add lib64/stubs/libcuda.so
+    as a toolkit installed from NVIDIA's packages has."""
+    if not Path("/usr/local/cuda/bin/nvcc").exists():
+        pytest.skip("needs the CUDA toolkit at /usr/local/cuda")
+    real = Path("/usr/local/cuda").resolve()
+    home = tmp_path / "cuda"
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "nvcc").write_text('#!/bin/sh\nexec %s/bin/nvcc "$@"\n' % real)
+    (home / "bin" / "nvcc").chmod(0o755)
+    for name in ("include", "lib", "nvvm"):
+        if (real / name).exists():
+            (home / name).symlink_to(real / name)
+    return home
+
+
+def test_no_driver_library_stops_before_anything_changes_then_the_toolkit_stub_is_used(world, tmp_path):
+    home = cuda_home_standin(tmp_path)
+    ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
+    found = fs.find_cuda_driver_library(str(home), subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=False).stdout)
+    if found["path"]:
+        pytest.skip("this machine has a libcuda.so (%s); the no-driver case needs a host without one" % found["path"])
+    src = tmp_path / "src"
+    shutil.copytree(fa2_support.FIXTURE, src)
+    cmakelists = (src / "CMakeLists.txt").read_text()
+    libdir = make_venv(tmp_path / "venv", world["stock"])
+    variables = {"fa2_native_venv_path": str(tmp_path / "venv"), "fa2_native_work_dir": str(tmp_path / "work"),
+                 "fa2_native_source_dir": str(src), "fa2_native_fleet_cache": "", "fa2_native_cuda_home": str(home),
+                 "fa2_native_cuda_driver_library": ""}
+    path_env = str(BIN) + ":/usr/bin:/bin"        # not /usr/local/bin, whose nvcc wrapper would win over the CUDA home
+    result = play(world, tmp_path, variables, path_env=path_env)
+    assert result["rc"] != 0 and result["failed"] == 1
+    out = result["out"]
+    assert "localhost: no libcuda.so to link _vllm_fa2_C against" in out, out[-3000:]
+    assert "has no stub library (lib64/stubs/libcuda.so); looked at %s/lib64/libcuda.so, " % home in out, out[-3000:]
+    assert "%s/lib64/stubs/libcuda.so" % home in result["out"] and "Nothing was built or changed." in result["out"]
+    assert not (tmp_path / "work").exists() and (src / "CMakeLists.txt").read_text() == cmakelists
+    assert listing(libdir) == ["__init__.py", LIB] and sha(libdir / LIB) == sha(world["stock"])
+
+    given = play(world, tmp_path, dict(variables, fa2_native_cuda_driver_library=str(tmp_path / "no" / "libcuda.so")),
+                 path_env=path_env)
+    assert given["rc"] != 0
+    assert "localhost: fa2_native_cuda_driver_library=%s does not exist on this host" % (tmp_path / "no" / "libcuda.so") in given["out"]
+    assert not (tmp_path / "work").exists()
+
+    (home / "lib64" / "stubs").mkdir(parents=True)
+    shutil.copy(world["driver_stub"], home / "lib64" / "stubs" / "libcuda.so")
+    result = play(world, tmp_path, variables, path_env=path_env)
+    assert result["rc"] == 0, result["out"][-4000:]
+    log = next((tmp_path / "work" / "logs").glob("build-*.log")).read_text()
+    assert "-DCUDA_cuda_driver_LIBRARY=%s/lib64/stubs/libcuda.so" % home in next(
+        (tmp_path / "work").glob("fa2-build-*.sh")).read_text()
+    assert "Generating done" in log
+    assert json.loads((libdir / (LIB + ".dgxspark.json")).read_text())["fa2_archs"] == "12.1"
 
 
 def test_missing_cuda_toolkit_fails_before_cloning(world, tmp_path):

@@ -86,6 +86,8 @@ def test_builder_built_and_patched(host):
     assert "CUDA supported target architectures: 12.1" in log
     assert "Linking CXX shared module _vllm_fa2_C.abi3.so" in log
     assert "_vllm_fa3_C" not in log.split("== build")[-1], "only the FA2 target may be built"
+    script = host.check_output("cat /var/lib/dgxspark/fa2_native/fa2-build-*.sh")
+    assert "-DCUDA_cuda_driver_LIBRARY=/usr/local/lib/cuda-link-stub/libcuda.so" in script, "the stand-in libcuda.so is linked"
     cmakelists = host.file("/opt/src/flash-attention/CMakeLists.txt").content_string
     assert 'list(APPEND CUDA_SUPPORTED_ARCHS "10.0" "11.0" "12.0" "12.1")' in cmakelists
     assert 'cuda_archs_loose_intersection(FA2_ARCHS "12.1" "${CUDA_ARCHS}")' in cmakelists

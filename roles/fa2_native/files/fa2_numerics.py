@@ -292,14 +292,16 @@ def main(argv=None):
         return 0 if summary["passed"] else 1
 
     try:
-        api = args.api
+        api, fallback = args.api, None
         if api == "auto":
             try:
                 import vllm.vllm_flash_attn  # noqa: F401
                 api = "vllm"
-            except ImportError:
-                api = "op"
+            except Exception as exc:  # vLLM not importable here (not installed, or its own imports fail)
+                api, fallback = "op", "%s: %s" % (type(exc).__name__, exc)
         function, label = (vllm_function if api == "vllm" else op_function)(torch, args.library)
+        if fallback:
+            label += " (vllm.vllm_flash_attn did not import: %s)" % fallback[:300]
     except Exception as exc:  # the library did not load: report it as such, not as a numerics failure
         print("cannot load %s through %s: %s: %s" % (args.library, args.api, type(exc).__name__, exc))
         if args.json:

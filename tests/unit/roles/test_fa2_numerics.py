@@ -95,6 +95,24 @@ def test_unloadable_library_exits_2_with_the_reason(torch_python, tmp_path):
     assert summary["passed"] is False and str(bogus) in summary["load_error"]
 
 
+def test_a_vllm_that_does_not_import_falls_back_to_the_operator_path(torch_python, tmp_path):
+    """vLLM's package is there but its import fails with something other than ImportError (a venv with vLLM's
+    Python files and not all of its dependencies): the gate must try the library through torch.ops instead of
+    reporting the vLLM import as a failed library. A STAND-IN vllm package raises RuntimeError on import."""
+    site = tmp_path / "site"
+    (site / "vllm" / "vllm_flash_attn").mkdir(parents=True)
+    (site / "vllm" / "__init__.py").write_text("raise RuntimeError('stand-in vLLM: a dependency is missing')\n")
+    (site / "vllm" / "vllm_flash_attn" / "__init__.py").write_text("")
+    bogus = tmp_path / "_vllm_fa2_C.abi3.so"
+    bogus.write_bytes(b"not an ELF file")
+    proc = subprocess.run([str(torch_python), str(HARNESS), "--library", str(bogus), "--device", "cpu", "--json"],
+                          capture_output=True, text=True, check=False, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "stand-in vLLM" not in summary["load_error"], "the vLLM import error is not the library's"
+    assert str(bogus) in summary["load_error"], "torch.ops.load_library was tried on the library"
+
+
 def test_no_cuda_device_exits_3(torch_python):
     proc = subprocess.run([str(torch_python), str(HARNESS), "--self-test"], capture_output=True, text=True, check=False)
     assert proc.returncode == 3 and "no CUDA device" in proc.stdout
