@@ -4,13 +4,17 @@ tests/vllm_sdist_pins.py fill .cache/vllm-sdists puts there, for every vLLM rele
 start of its sdist up to cmake/external_projects/vllm_flash_attn.cmake (or a whole sdist may be placed
 there), plus index.json, the list PyPI gave. Each release's GIT_TAG must be the table's commit for it, every
 release in the list must be in the cache and in the table, and every exact entry of the table must be a
-release in the list. Without the cache (CI with no network) the test is skipped and says how to fill it.
+release in the list. Without the cache the test fills it from PyPI first (about 10 MB: only each sdist's start);
+where PyPI cannot be reached it is skipped and says how to fill it, except under CI=true, where it fails.
+Releases newer than the table's newest are left out with a warning: the role refuses them (it never guesses a
+commit), and a release published upstream should not break this project's CI.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -23,16 +27,32 @@ import vllm_sdist_pins as pins  # noqa: E402
 
 CACHE = Path(os.environ.get("DGXSPARK_VLLM_SDISTS", ROOT / ".cache" / "vllm-sdists"))
 
-pytestmark = pytest.mark.skipif(
-    not (CACHE / "index.json").is_file(),
-    reason="no vLLM sdist cache at %s; fill it with: python3 tests/vllm_sdist_pins.py fill %s" % (CACHE, CACHE))
+
+def _fill_or_skip():
+    if (CACHE / "index.json").is_file():
+        return
+    try:
+        problems = pins.fill(CACHE)
+    except OSError as exc:  # no route to PyPI
+        message = "no vLLM sdist cache at %s and PyPI did not answer (%s: %s); fill it with: " \
+                  "python3 tests/vllm_sdist_pins.py fill %s" % (CACHE, type(exc).__name__, exc, CACHE)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    assert problems == 0, "tests/vllm_sdist_pins.py fill %s could not read %d sdist(s)" % (CACHE, problems)
 
 
 @pytest.fixture(scope="module")
 def releases():
+    _fill_or_skip()
     found = pins.cached(CACHE)
     assert found, "index.json in %s lists no sdist" % CACHE
-    return found
+    newest = max(pins.version_tuple(k) for k in fs.FA_COMMITS if k.count(".") == 2)
+    newer = sorted(v for v in found if pins.version_tuple(v) > newest)
+    if newer:
+        warnings.warn("vLLM releases newer than the pin table (fa2_native stops on them until added): %s"
+                      % ", ".join(newer))
+    return {v: e for v, e in found.items() if v not in newer}
 
 
 def test_every_release_from_0_24_0_is_in_the_cache(releases):
