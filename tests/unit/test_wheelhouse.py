@@ -61,7 +61,7 @@ def test_a_matching_stamp_means_nothing_is_downloaded(tmp_path, monkeypatch):
                                  spec["exclude"], spec["constraints"])
     (tmp_path / "a.whl").write_text("")
     (tmp_path / wheelhouse.STAMP).write_text(json.dumps({"key": key, "files": ["a.whl"]}))
-    monkeypatch.setattr(wheelhouse, "pip_download", lambda *a, **k: (_ for _ in ()).throw(AssertionError("download")))
+    monkeypatch.setattr(wheelhouse, "pip_download", lambda *a, **k: (_never for _never in ()).throw(AssertionError("download")))
     changed, stamp = wheelhouse.build_set("vllm_cpu", tmp_path, "3.11", "x86_64")
     assert not changed and stamp["key"] == key
     # The host_prep key is what it was before sets existed (an existing wheelhouse stays valid).

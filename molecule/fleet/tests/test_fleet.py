@@ -139,7 +139,7 @@ def test_restore_probes_the_restored_port_not_the_failed_releases(hosts, rollout
     """Issue 12, point 4: converged on 8000, 8001 held by another process, v2 on 8001 fails; the restore puts the
     unit of 8000 back and probes 8000 (from the snapshot's settings record), so the host is "rolled back" and healthy,
     not "rolled back, still unhealthy"."""
-    _, _, summary, _, _ = rollout
+    _rc, _out, summary, _markdown, _before = rollout
     failed = {o["host"]: o for o in summary["outcomes"]}["dgxspark-fleet-2"]
     assert failed["status"] == "rolled back"
     assert failed["restore"].endswith("restarted: http://127.0.0.1:8000/health answered 200")
@@ -150,7 +150,7 @@ def test_restore_probes_the_restored_port_not_the_failed_releases(hosts, rollout
 
 def test_the_journal_of_the_failed_start_is_in_the_play_output(rollout):
     """The real vLLM's own words for the failed start: the port it could not bind."""
-    _, out, _, _, _ = rollout
+    _rc, out, _summary, _markdown, _before = rollout
     assert "Last 40 lines of its journal:" in out
     assert "Address already in use" in out
 

@@ -117,7 +117,7 @@ def results(host, tmp_path_factory):
                             "report": json.loads(report.read_text()) if report.exists() else None}
         yield loaded
     finally:
-        for _name, (entry, role_vars, _) in CASES.items():
+        for _name, (entry, role_vars, _expected) in CASES.items():
             service = role_vars.get("vllm_server_service_name")
             if entry != "main" or not service:
                 continue

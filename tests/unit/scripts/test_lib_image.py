@@ -34,17 +34,17 @@ def run(tmp_path, script, label, packages=None):
 
 
 def test_an_image_built_from_this_recipe_is_kept(tmp_path):
-    want, _ = run(tmp_path, "image_recipe_sha256", "")
-    _, calls = run(tmp_path, "ensure_image", want)
+    want, _calls = run(tmp_path, "image_recipe_sha256", "")
+    _out, calls = run(tmp_path, "ensure_image", want)
     assert [c for c in calls if c.startswith("mmdebstrap")] == []
     assert not [c for c in calls if c.startswith("docker import")]
 
 
 def test_an_image_without_the_label_or_from_another_recipe_is_rebuilt_with_the_label(tmp_path):
-    want, _ = run(tmp_path, "image_recipe_sha256", "")
+    want, _calls = run(tmp_path, "image_recipe_sha256", "")
     for label in ("", "0" * 64):
         (tmp_path / "calls").unlink(missing_ok=True)
-        _, calls = run(tmp_path, "ensure_image", label)
+        _out, calls = run(tmp_path, "ensure_image", label)
         built = [c for c in calls if c.startswith("mmdebstrap")]
         assert len(built) == 1 and "--include=apt,python3,python3-apt," in built[0] and ",libnuma1 " in built[0]
         imported = [c for c in calls if c.startswith("docker import")]
@@ -52,8 +52,9 @@ def test_an_image_without_the_label_or_from_another_recipe_is_rebuilt_with_the_l
 
 
 def test_the_recipe_digest_follows_the_package_list(tmp_path):
-    one, _ = run(tmp_path, "image_recipe_sha256", "")
-    same, _ = run(tmp_path, "image_recipe_sha256", "", packages=os.linesep.join(["apt python3 python3-apt sudo",
-                  "ca-certificates systemd systemd-sysv dbus procps iproute2 libnuma1"]))
-    other, _ = run(tmp_path, "image_recipe_sha256", "", packages="apt python3 libnuma1")
+    one, _calls = run(tmp_path, "image_recipe_sha256", "")
+    listed = os.linesep.join(["apt python3 python3-apt sudo",
+                              "ca-certificates systemd systemd-sysv dbus procps iproute2 libnuma1"])
+    same, _calls = run(tmp_path, "image_recipe_sha256", "", packages=listed)
+    other, _calls = run(tmp_path, "image_recipe_sha256", "", packages="apt python3 libnuma1")
     assert len(one) == 64 and one == same and other != one

