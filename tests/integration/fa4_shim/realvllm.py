@@ -205,3 +205,20 @@ if __name__ == "__main__":
     else:
         print(ensure_release(what))
     print("unchanged" if target.is_file() and target.read_text() == before else "changed")
+
+
+def run_role_play(tmp_path, playbook, extra_vars):
+    """Run a playbook on localhost (this Python as the host's) with this checkout as dgxspark.vllm.
+
+    Returns the finished process and the host's PLAY RECAP line ("" when there is none)."""
+    book = tmp_path / "play.yml"
+    book.write_text(playbook)
+    bindir = Path(sys.executable).parent
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"),
+               PATH=str(bindir) + ":" + os.environ["PATH"])
+    extra_vars = dict(extra_vars, ansible_python_interpreter=sys.executable)
+    proc = subprocess.run([str(bindir / "ansible-playbook"), "-i", "localhost,", str(book), "-e", json.dumps(extra_vars)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+    recap = [line for line in proc.stdout.splitlines() if line.startswith("localhost") and "changed=" in line]
+    return proc, recap[-1] if recap else ""

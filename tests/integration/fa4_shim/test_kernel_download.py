@@ -24,7 +24,6 @@ from hub_stand_in import HubStandIn, write_repo  # noqa: E402
 
 HELPER = ROOT / "roles" / "fa4_shim" / "files" / "dgxspark_fa4_shim_helper.py"
 STANDIN_KERNEL = Path(__file__).resolve().parent / "standin_kernel"
-BIN = Path(sys.executable).parent
 REPO = "SecondNatureComputing/flash-attn-4-sm120"
 REVISION = "60117041e10fcc6f19882afd274318c755a5ef6e"
 TOKEN = "hf_standin_secret"
@@ -178,15 +177,7 @@ PLAYBOOK = """
 
 
 def play(tmp_path, extra_vars):
-    book = tmp_path / "play.yml"
-    book.write_text(PLAYBOOK)
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"), PATH=str(BIN) + ":" + os.environ["PATH"])
-    extra_vars = dict(extra_vars, ansible_python_interpreter=sys.executable)
-    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(book), "-e", json.dumps(extra_vars)],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
-    recap = [line for line in proc.stdout.splitlines() if line.startswith("localhost") and "changed=" in line]
-    return proc, recap[-1] if recap else ""
+    return realvllm.run_role_play(tmp_path, PLAYBOOK, extra_vars)
 
 
 def words(text):

@@ -8,7 +8,6 @@ The wheels come from the wheelhouse of realvllm.py (--no-index), as on an air-ga
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,6 @@ import pytest
 import realvllm
 
 ROOT = Path(__file__).resolve().parents[3]
-BIN = Path(sys.executable).parent
 
 PLAYBOOK = """
 - hosts: localhost
@@ -58,15 +56,7 @@ def versions(path):
 
 
 def play(tmp_path, extra_vars):
-    book = tmp_path / "play.yml"
-    book.write_text(PLAYBOOK)
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"), PATH=str(BIN) + ":" + os.environ["PATH"])
-    extra_vars = dict(extra_vars, ansible_python_interpreter=sys.executable)
-    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(book), "-e", json.dumps(extra_vars)],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
-    recap = [line for line in proc.stdout.splitlines() if line.startswith("localhost") and "changed=" in line]
-    return proc, recap[-1] if recap else ""
+    return realvllm.run_role_play(tmp_path, PLAYBOOK, extra_vars)
 
 
 def test_pip_installs_only_the_missing_and_keeps_vllms_einops(tmp_path, venv):
