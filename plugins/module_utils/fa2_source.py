@@ -203,15 +203,19 @@ def _line_of(text, offset):
     return text.count("\n", 0, offset) + 1
 
 
+def _bracket_close(text, bracket, what):
+    """bracket: the match of an opening [[ or [=[ ...; the offset of its closing ]] (same number of '=')."""
+    end = text.find("]" + bracket.group(1) + "]", bracket.end())
+    if end < 0:
+        raise Fa2SourceError("CMakeLists.txt line %d: %s never closed" % (_line_of(text, bracket.start()), what))
+    return end
+
+
 def _skip_comment(text, index):
     """index at '#': the offset after the line comment or bracket comment #[[...]]."""
     bracket = _BRACKET_OPEN_RE.match(text, index + 1)
     if bracket:
-        close = "]" + bracket.group(1) + "]"
-        end = text.find(close, bracket.end())
-        if end < 0:
-            raise Fa2SourceError("CMakeLists.txt line %d: bracket comment never closed" % _line_of(text, index))
-        return end + len(close)
+        return _bracket_close(text, bracket, "bracket comment") + len(bracket.group(0))
     end = text.find("\n", index)
     return len(text) if end < 0 else end
 
@@ -270,14 +274,11 @@ def _read_arguments(text, index):
             args.append(CMakeArg("quoted", "".join(out), start, index))
         elif _BRACKET_OPEN_RE.match(text, index):
             bracket = _BRACKET_OPEN_RE.match(text, index)
-            close = "]" + bracket.group(1) + "]"
-            end = text.find(close, bracket.end())
-            if end < 0:
-                raise Fa2SourceError("CMakeLists.txt line %d: bracket argument never closed" % _line_of(text, index))
+            end = _bracket_close(text, bracket, "bracket argument")
             body = text[bracket.end():end]
             body = body[1:] if body.startswith("\n") else body
-            args.append(CMakeArg("bracket", body, index, end + len(close)))
-            index = end + len(close)
+            index = end + len(bracket.group(0))
+            args.append(CMakeArg("bracket", body, bracket.start(), index))
         else:
             start, out = index, []
             while index < len(text) and text[index] not in ' \t\r\n()#"':
