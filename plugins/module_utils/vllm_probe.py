@@ -269,11 +269,11 @@ try:
                 fn_node = child.func
                 cname = fn_node.id if isinstance(fn_node, ast.Name) else getattr(fn_node, "attr", None)
                 if cname == "get_flash_attn_version":
-                    key = tuple(sorted(k.arg for k in child.keywords if k.arg))
+                    keywords = sorted(k.arg for k in child.keywords if k.arg)
                     where = "%s:%d" % (rel, child.lineno)
-                    if not any(k in ("head_size", "head_size_v") for k in key):
-                        key = (key, where)
-                    shapes.setdefault(key, {"where": where, "keywords": list(key[0] if isinstance(key[0], tuple) else key),
+                    with_head_size = any(k in ("head_size", "head_size_v") for k in keywords)
+                    key = tuple(keywords) if with_head_size else (tuple(keywords), where)
+                    shapes.setdefault(key, {"where": where, "keywords": keywords,
                                             "in": "%s:%s" % (rel, ".".join(scope) or "<module>")})
             scan(child, inner, rel)
 
