@@ -64,6 +64,9 @@ options:
     description:
       - C(hub) fetches what is missing from the Hub. C(none) only checks what is on the host against its manifest
         (after a copy from a peer or the controller), and fails naming the files that do not match.
+      - With C(none), a cache entry that has no manifest yet (copied from a cache made by another tool) is checked
+        file by file against its blob's name (the blobs are named by their sha256 or git blob id), and its
+        manifest is written.
     type: str
     choices: [hub, none]
     default: hub
@@ -508,10 +511,9 @@ def stage(module, where):
     hub = None
     commit = revision if resolved_from is None else (None if params["refresh"] else place.recorded_commit(revision))
     manifest = place.load(commit) if commit else None
+    if manifest is None and params["source"] != "hub":
+        return adopt(module, place, commit, revision, resolved_from, where)
     if manifest is None:
-        if params["source"] != "hub":
-            raise StageError("%s: model %s at %s has no manifest at %s: it was not staged (source=none only checks)"
-                             % (where, params["repo_id"], revision, place.manifest_path(commit or "<commit>")))
         hub = Hub(params, where)
         commit, files = hub.info(revision)
         if not files:
@@ -567,6 +569,45 @@ def stage(module, where):
     place.write_refs(commit, refs_to_write(params, resolved_from))
     return dict(result, changed=True, updated=True, verified=True,
                 msg="%s: %s at %s: fetched %d of %d files, %d bytes; verified" % (where, params["repo_id"], commit, len(need), len(files), needed_bytes))
+
+
+def adopt(module, place, commit, revision, resolved_from, where):
+    """source=none without a manifest: a cache entry copied from elsewhere. Its blobs are named by their content
+    (sha256, or the git blob id of small files), so each file is checked against its own blob's name."""
+    params = module.params
+    snapshot = place.files_dir(commit) if commit else None
+    if place.layout != "hf_cache" or not snapshot or not os.path.isdir(snapshot):
+        raise StageError("%s: model %s at %s is not staged (no manifest at %s, no snapshot to check): source=none only checks"
+                         % (where, params["repo_id"], revision, place.manifest_path(commit or "<commit>")))
+    files, bad = {}, {}
+    for top, _dirs, names in os.walk(snapshot):
+        for item in names:
+            path = os.path.join(top, item)
+            name = os.path.relpath(path, snapshot)
+            if not wanted(name, params["allow_patterns"], params["ignore_patterns"]):
+                continue
+            blob = os.path.basename(os.path.realpath(path))
+            if not os.path.isfile(path):
+                bad[name] = "missing (its blob %s is not there)" % blob
+                continue
+            sha256, oid = hash_file(path)
+            if blob not in (sha256, oid):
+                bad[name] = "content (sha256 %s) does not match its blob's name %s (corrupted)" % (sha256, blob)
+            files[name] = {"size": os.path.getsize(path), "sha256": sha256, "oid": oid, "sha256_from": "blob-name"}
+    if bad or not files:
+        raise StageError("%s: model %s at %s (%s) cannot be verified: %s" % (
+            where, params["repo_id"], commit, snapshot, "; ".join("%s: %s" % item for item in sorted(bad.items())) or "no files"))
+    total = sum(entry["size"] for entry in files.values())
+    result = {"commit": commit, "path": snapshot, "manifest": place.manifest_path(commit), "files": len(files),
+              "total_bytes": total, "fetched": [], "bytes_fetched": 0, "repaired": [], "resolved_from": resolved_from,
+              "changed": True, "updated": True, "verified": True}
+    if not module.check_mode:
+        manifest = {"version": MANIFEST_VERSION, "repo_id": params["repo_id"], "commit": commit, "resolved_from": resolved_from,
+                    "files": files, "staged_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        _write_atomic(place.manifest_path(commit), json.dumps(manifest, indent=1, sort_keys=True))
+        place.write_refs(commit, refs_to_write(params, resolved_from))
+    return dict(result, msg="%s: %s at %s: %d files, %d bytes, each matching its blob; manifest written" % (
+        where, params["repo_id"], commit, len(files), total))
 
 
 def refs_to_write(params, resolved_from):

@@ -109,7 +109,7 @@ def test_first_stage_then_rerun_fetches_nothing(tmp_path, client, hub, model):
     out, recap, staged = stage(tmp_path, client, hub)
     assert staged == [{"repo_id": REPO, "revision": "main", "commit": COMMIT, "path": str(snapshot(tmp_path)), "verified": True,
                        "changed": True, "fetched": sorted(model), "bytes_fetched": sum(map(len, model.values())),
-                       "repaired": []}]
+                       "repaired": [], "source": "hub", "copied": False}]
     assert sorted(r["path"].rsplit("/", 1)[1] for r in downloads(hub)) == sorted(model)
     for name, data in model.items():
         assert (snapshot(tmp_path) / name).read_bytes() == data
@@ -237,3 +237,41 @@ def test_plain_directory_and_patterns(tmp_path, client, hub, model):
     hub.requests.clear()
     _, recap, _ = stage(tmp_path, client, hub, models=[entry])
     assert "changed=0" in recap and hub.requests == [], "a pinned commit that is staged needs no Hub"
+
+
+def test_controller_source_copies_a_cache_entry_and_checks_it_against_its_blob_names(tmp_path, client, hub, model):
+    """source controller: a Hugging Face home on the controller (here tiny_model.py's, whose blobs are named by their
+    sha256) is copied with ansible.builtin.copy and every file checked against its blob's name; no Hub is asked."""
+    made = tiny_model.ensure()
+    home = Path(made["hf_hub"]).parent
+    entry = home / "hub" / ("models--" + REPO.replace("/", "--"))
+    commit = (entry / "refs" / "main").read_text().strip()
+    settings = {"model_cache_source": "controller", "model_cache_controller_dir": str(home)}
+    out, recap, staged = stage(tmp_path, client, hub, "--check", **settings)
+    assert "would copy it (controller)" in out and not (tmp_path / "hf").exists()
+    out, recap, staged = stage(tmp_path, client, hub, **settings)
+    assert staged[0]["commit"] == commit and staged[0]["verified"] and staged[0]["copied"] and staged[0]["source"] == "controller"
+    snap = tmp_path / "hf" / "hub" / entry.name / "snapshots" / commit
+    assert {p.name: p.read_bytes() for p in snap.iterdir()} == model
+    manifest = json.loads((snap.parent.parent / "dgxspark-manifests" / (commit + ".json")).read_text())
+    assert {name: e["sha256"] for name, e in manifest["files"].items()} == {n: hashlib.sha256(d).hexdigest() for n, d in model.items()}
+    assert hub.requests == []
+    _, recap, staged = stage(tmp_path, client, hub, **settings)
+    assert "changed=0" in recap and not staged[0]["copied"]
+
+    # a blob corrupted on the host: the copy puts the controller's back, and the re-hash after it finds it right
+    blob = (snap / WEIGHTS).resolve()
+    blob.write_bytes(b"x" * blob.stat().st_size)
+    _, recap, staged = stage(tmp_path, client, hub, **settings)
+    assert staged[0]["copied"] and staged[0]["verified"] and (snap / WEIGHTS).read_bytes() == model[WEIGHTS]
+
+
+def test_a_copied_entry_that_does_not_match_its_blob_names_is_refused(tmp_path, client, hub, model):
+    made = tiny_model.ensure()
+    home = tmp_path / "controller"
+    subprocess.run(["cp", "-a", str(Path(made["hf_hub"]).parent), str(home)], check=True)
+    entry = home / "hub" / ("models--" + REPO.replace("/", "--"))
+    blob = (entry / "snapshots" / (entry / "refs" / "main").read_text().strip() / "config.json").resolve()
+    blob.write_text("{}")
+    out, _, _ = stage(tmp_path, client, hub, model_cache_source="controller", model_cache_controller_dir=str(home), expect_rc=2)
+    assert "localhost: model %s at " % REPO in out and "cannot be verified: config.json: content (sha256" in out
