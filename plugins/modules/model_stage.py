@@ -17,7 +17,7 @@ description:
     or into a plain directory (O(dest)).
   - A branch or tag in O(revision) is resolved once (the Hub's revision endpoint) and the commit recorded; a re-run
     uses the recorded commit and asks the Hub nothing (O(refresh) asks again).
-  - Writes a manifest next to the model (file, size, sha256): the sha256 is the Hub's own for LFS files, else computed
+  - Writes a manifest next to the model (file, size, sha256). The sha256 is the Hub's own for LFS files, else computed
     after the file's git blob id was checked against the Hub's. Files that fail either check are not kept.
   - A re-run checks the sizes against the manifest (or every sha256, O(verify=full)); a missing, truncated or
     corrupted file is named in RV(repaired) and fetched again. An interrupted download resumes: the partial file

@@ -101,7 +101,7 @@ def downloads(hub):
 
 
 def test_first_stage_then_rerun_fetches_nothing(tmp_path, client, hub, model):
-    out, recap, _ = stage(tmp_path, client, hub, "--check")
+    out, recap, unused = stage(tmp_path, client, hub, "--check")
     assert "changed=1" in recap and "would fetch %d files" % len(model) in out
     assert downloads(hub) == [] and not snapshot(tmp_path).exists(), "check mode downloads nothing"
 
@@ -160,7 +160,7 @@ def test_corrupted_and_truncated_files_are_named_and_fetched_again(tmp_path, cli
     for name, content in model.items():
         assert (snapshot(tmp_path) / name).read_bytes() == content
 
-    out, recap, _ = stage(tmp_path, client, hub, model_cache_verify="full")
+    out, recap, unused = stage(tmp_path, client, hub, model_cache_verify="full")
     assert "changed=0" in recap
 
 
@@ -187,7 +187,7 @@ def test_partial_download_left_behind_is_resumed(tmp_path, client, hub, model):
 
 
 def test_not_enough_disk_is_refused_before_any_download(tmp_path, client, hub, model):
-    out, _, _ = stage(tmp_path, client, hub, model_cache_free_margin=2 ** 60, expect_rc=2)
+    out, unused, unused2 = stage(tmp_path, client, hub, model_cache_free_margin=2 ** 60, expect_rc=2)
     total = sum(map(len, model.values()))
     assert "localhost: not enough disk for model %s at %s: %d bytes to fetch plus a margin of %d" % (REPO, COMMIT, total, 2 ** 60) in out
     assert "bytes free" in out
@@ -199,14 +199,14 @@ def test_not_enough_disk_is_refused_before_any_download(tmp_path, client, hub, m
     ("main", "dgxspark-test/no-such-model", "localhost: model dgxspark-test/no-such-model does not exist on "),
 ])
 def test_unknown_revision_or_model(tmp_path, client, hub, revision, repo, expected):
-    out, _, _ = stage(tmp_path, client, hub, models=[{"repo_id": repo, "revision": revision}], expect_rc=2)
+    out, unused, unused2 = stage(tmp_path, client, hub, models=[{"repo_id": repo, "revision": revision}], expect_rc=2)
     assert expected in out
     assert downloads(hub) == []
 
 
 def test_gated_model_needs_a_token_that_is_never_logged(tmp_path, client, hub, model):
     (hub.root / "model" / REPO / "gated").write_text("")
-    out, _, _ = stage(tmp_path, client, hub, expect_rc=2)
+    out, unused, unused2 = stage(tmp_path, client, hub, expect_rc=2)
     assert "localhost: model %s is gated" % REPO in out and "no token was given" in out
     assert [r["status"] for r in hub.requests] == [401]
 
@@ -222,7 +222,7 @@ def test_gated_model_needs_a_token_that_is_never_logged(tmp_path, client, hub, m
     ({"repo_id": REPO, "revision": "main..v1"}, "localhost: revision 'main..v1' is neither a commit hash nor a branch or tag name"),
 ])
 def test_bad_input_is_named_with_the_host(tmp_path, client, hub, entry, expected):
-    out, _, _ = stage(tmp_path, client, hub, models=[entry], expect_rc=2)
+    out, unused, unused2 = stage(tmp_path, client, hub, models=[entry], expect_rc=2)
     assert expected in out
     assert hub.requests == []
 
@@ -230,12 +230,12 @@ def test_bad_input_is_named_with_the_host(tmp_path, client, hub, entry, expected
 def test_plain_directory_and_patterns(tmp_path, client, hub, model):
     dest = tmp_path / "models" / "tiny"
     entry = {"repo_id": REPO, "revision": COMMIT, "dest": str(dest), "ignore_patterns": ["*.jinja"]}
-    _, recap, staged = stage(tmp_path, client, hub, models=[entry])
+    unused, recap, staged = stage(tmp_path, client, hub, models=[entry])
     kept = sorted(name for name in model if not name.endswith(".jinja"))
     assert staged[0]["fetched"] == kept and staged[0]["commit"] == COMMIT
     assert sorted(p.name for p in dest.iterdir() if p.is_file()) == sorted(kept + [".dgxspark-manifest.json"])
     hub.requests.clear()
-    _, recap, _ = stage(tmp_path, client, hub, models=[entry])
+    unused, recap, unused2 = stage(tmp_path, client, hub, models=[entry])
     assert "changed=0" in recap and hub.requests == [], "a pinned commit that is staged needs no Hub"
 
 
@@ -256,13 +256,13 @@ def test_controller_source_copies_a_cache_entry_and_checks_it_against_its_blob_n
     manifest = json.loads((snap.parent.parent / "dgxspark-manifests" / (commit + ".json")).read_text())
     assert {name: e["sha256"] for name, e in manifest["files"].items()} == {n: hashlib.sha256(d).hexdigest() for n, d in model.items()}
     assert hub.requests == []
-    _, recap, staged = stage(tmp_path, client, hub, **settings)
+    unused, recap, staged = stage(tmp_path, client, hub, **settings)
     assert "changed=0" in recap and not staged[0]["copied"]
 
     # a blob corrupted on the host: the copy puts the controller's back, and the re-hash after it finds it right
     blob = (snap / WEIGHTS).resolve()
     blob.write_bytes(b"x" * blob.stat().st_size)
-    _, recap, staged = stage(tmp_path, client, hub, **settings)
+    unused, recap, staged = stage(tmp_path, client, hub, **settings)
     assert staged[0]["copied"] and staged[0]["verified"] and (snap / WEIGHTS).read_bytes() == model[WEIGHTS]
 
 
@@ -273,5 +273,5 @@ def test_a_copied_entry_that_does_not_match_its_blob_names_is_refused(tmp_path, 
     entry = home / "hub" / ("models--" + REPO.replace("/", "--"))
     blob = (entry / "snapshots" / (entry / "refs" / "main").read_text().strip() / "config.json").resolve()
     blob.write_text("{}")
-    out, _, _ = stage(tmp_path, client, hub, model_cache_source="controller", model_cache_controller_dir=str(home), expect_rc=2)
+    out, unused, unused2 = stage(tmp_path, client, hub, model_cache_source="controller", model_cache_controller_dir=str(home), expect_rc=2)
     assert "localhost: model %s at " % REPO in out and "cannot be verified: config.json: content (sha256" in out
