@@ -20,7 +20,7 @@ description:
   - Writes a manifest next to the model (file, size, sha256). The sha256 is the Hub's own for LFS files, else computed
     after the file's git blob id was checked against the Hub's. Files that fail either check are not kept.
   - A re-run checks the sizes against the manifest (or every sha256, O(verify=full)); a missing, truncated or
-    corrupted file is named in RV(repaired) and fetched again. An interrupted download resumes: the partial file
+    corrupted file is named in RV(repaired) and fetched again. An interrupted download resumes. The partial file
     (C(blobs/<etag>.incomplete) in the cache) is kept, and the next run asks for the rest with a C(Range) request.
   - Before any byte moves, checks the free disk space against the bytes still to fetch plus O(free_margin).
   - Runs with a Python that has C(huggingface_hub) (the vLLM venv's); only O(source=hub) needs it.

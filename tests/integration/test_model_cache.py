@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -53,7 +55,7 @@ def hub(tmp_path, model):
         yield server
 
 
-def stage(tmp_path, client, hub, *args, models=None, expect_rc=0, **extra):
+def stage(tmp_path, client, hub, *args, models=None, expect_rc=0, on_line=None, **extra):
     """Run the role on localhost; return (stdout, the recap line, model_cache_staged)."""
     book = tmp_path / "play.yml"
     book.write_text("""---
@@ -83,9 +85,16 @@ def stage(tmp_path, client, hub, *args, models=None, expect_rc=0, **extra):
     bindir = Path(sys.executable).parent
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"), PATH=str(bindir) + ":" + os.environ["PATH"])
-    proc = subprocess.run([str(bindir / "ansible-playbook"), "-i", "localhost,", str(book), "-e", json.dumps(variables), *args],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
-    out = proc.stdout + proc.stderr
+    proc = subprocess.Popen([str(bindir / "ansible-playbook"), "-i", "localhost,", str(book), "-e", json.dumps(variables), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if on_line:
+            on_line(line)
+    proc.wait(timeout=600)
+    proc.stdout.close()
+    proc.stdout = out = "".join(lines)
     assert proc.returncode == expect_rc, out[-6000:]
     recap = [line for line in proc.stdout.splitlines() if line.startswith("localhost") and "changed=" in line]
     staged = tmp_path / "staged.json"
@@ -275,3 +284,24 @@ def test_a_copied_entry_that_does_not_match_its_blob_names_is_refused(tmp_path, 
     blob.write_text("{}")
     out, unused, unused2 = stage(tmp_path, client, hub, model_cache_source="controller", model_cache_controller_dir=str(home), expect_rc=2)
     assert "localhost: model %s at " % REPO in out and "cannot be verified: config.json: content (sha256" in out
+
+
+def test_a_long_download_shows_its_progress(tmp_path, client, hub, model):
+    """The stand-in holds the weights after 2 MiB until the role has printed a progress line for them (the async
+    job's progress file, read by poll.yml), then lets the download finish."""
+    release = threading.Event()
+    hub.hold_once[WEIGHTS] = (2 * 1024 * 1024, release)
+    total = sum(map(len, model.values()))
+    text, seen = [], []
+    pattern = re.compile(r"localhost: %s: (\d+) of %d bytes, [0-9.]+ MiB/s, %s" % (REPO, total, re.escape(WEIGHTS)))
+
+    def watch(line):  # the callback may wrap a long message over lines
+        text.append(line)
+        found = pattern.search(" ".join("".join(text).split()))
+        if found and not seen:
+            seen.append(int(found.group(1)))
+            release.set()
+
+    out, recap, staged = stage(tmp_path, client, hub, on_line=watch)
+    assert seen and staged[0]["verified"] and (snapshot(tmp_path) / WEIGHTS).read_bytes() == model[WEIGHTS]
+    assert 0 < seen[0] < total
