@@ -531,7 +531,7 @@ def stage(module, where):
     needed_bytes = sum(files[name]["size"] for name in need)
     result = {"commit": commit, "path": place.files_dir(commit), "manifest": place.manifest_path(commit),
               "files": len(files), "total_bytes": total, "fetched": need, "bytes_fetched": needed_bytes,
-              "repaired": repaired, "resolved_from": resolved_from}
+              "repaired": repaired, "resolved_from": resolved_from or manifest.get("resolved_from")}
     manifest_missing = place.load(commit) is None
     if not need and not manifest_missing:
         if not module.check_mode:
