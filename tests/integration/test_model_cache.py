@@ -305,3 +305,42 @@ def test_a_long_download_shows_its_progress(tmp_path, client, hub, model):
     out, recap, staged = stage(tmp_path, client, hub, on_line=watch)
     assert seen and staged[0]["verified"] and (snapshot(tmp_path) / WEIGHTS).read_bytes() == model[WEIGHTS]
     assert 0 < seen[0] < total
+
+
+def report(tmp_path):
+    """playbooks/tasks/model-cache-report.yml (verify.yml's list of staged models) on localhost."""
+    book = tmp_path / "report.yml"
+    book.write_text("""---
+- name: List the staged models
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: %s
+    vllm_server_hf_home: %s
+  tasks:
+    - name: Read them
+      ansible.builtin.include_tasks: %s
+    - name: Write them down (for the test)
+      ansible.builtin.copy:
+        content: "{{ __verify_models | default([]) | to_json }}"
+        dest: "%s"
+        mode: "0600"
+""" % (sys.executable, tmp_path / "hf", ROOT / "playbooks" / "tasks" / "model-cache-report.yml", tmp_path / "models.json"))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"))
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(book)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return json.loads((tmp_path / "models.json").read_text())
+
+
+def test_the_verify_report_lists_the_staged_models(tmp_path, client, hub, model):
+    stage(tmp_path, client, hub)
+    assert report(tmp_path) == [{"repo_id": REPO, "commit": COMMIT, "revision": "main", "files": len(model), "verified": True,
+                                 "problem": ""}]
+    weights = (snapshot(tmp_path) / WEIGHTS).resolve()
+    weights.write_bytes(weights.read_bytes()[:10])
+    [row] = report(tmp_path)
+    assert not row["verified"] and "model.safetensors: size 10, expected %d" % len(model[WEIGHTS]) in row["problem"]
+    assert (snapshot(tmp_path) / WEIGHTS).stat().st_size == 10, "the report changes nothing"
