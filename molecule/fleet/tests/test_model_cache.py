@@ -43,8 +43,8 @@ def test_the_others_copied_from_the_first_host_with_rsync(hosts):
     set at copy time; so equal times on -2 and -3 show that they got the files from fleet-1, not from the controller."""
     listing = "find %s/blobs -type f -printf '%%f %%T@\\n' | sort" % ENTRY
     first = hosts[NAMES[0]].check_output(listing)
-    controller = {p.name: p.stat().st_mtime for p in (ROOT / ".cache" / "tiny-model" / "current" / "hf" / "hub"
-                                                       / "models--dgxspark-test--tiny-llama" / "blobs").iterdir()}
+    blobs = ROOT / ".cache" / "tiny-model" / "current" / "hf" / "hub" / "models--dgxspark-test--tiny-llama" / "blobs"
+    controller = {p.name: p.stat().st_mtime for p in blobs.iterdir()}
     assert first and all(abs(float(line.split()[1]) - controller[line.split()[0]]) > 1e-3 for line in first.splitlines())
     for name in NAMES[1:]:
         assert hosts[name].check_output(listing) == first, name
