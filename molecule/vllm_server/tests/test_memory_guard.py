@@ -122,6 +122,6 @@ def test_a_memory_hog_is_killed_by_earlyoom_and_not_its_neighbours(kill_test):
     log = "\n".join(kill_test["log"])
     assert "Preferring to kill process names that match regex '%s'" % PREFER in log
     victims = re.findall(r'^sending (SIG\w+) to process (\d+) uid \d+ "([^"]+)": badness (-?\d+), VmRSS (\d+) MiB', log, re.M)
-    assert [(signal, pid, name) for signal, pid, name, _, _ in victims] == [("SIGTERM", str(kill_test["hog"]), "python3")], log
+    assert [victim[:3] for victim in victims] == [("SIGTERM", str(kill_test["hog"]), "python3")], log
     assert not kill_test["hog_alive"], log
     assert kill_test["neighbour_alive"] and kill_test["sshd_alive"], log
