@@ -120,6 +120,9 @@ BAD_ARGUMENTS = [
     ("page_cache", "page_cache_level", 5, "value of page_cache_level must be one of: 1, 2, 3, got: 5"),
     ("page_cache", "page_cache_min_available_gib", "lots", "argument 'page_cache_min_available_gib' is of type str"),
     ("page_cache", "page_cache_required", "perhaps", "argument 'page_cache_required' is of type str"),
+    ("memory_guard", "memory_guard_state", "installed", "value of memory_guard_state must be one of: present, absent, got: installed"),
+    ("memory_guard", "memory_guard_memory_min_kib", "512M", "argument 'memory_guard_memory_min_kib' is of type str"),
+    ("vllm_server", "vllm_server_oom_score_adjust", "high", "argument 'vllm_server_oom_score_adjust' is of type str"),
 ]
 
 
@@ -500,3 +503,19 @@ def test_preflight_refuses_a_known_bad_entry_without_a_reason(tmp_path, fake_hos
     assert rc == 2, out["text"]
     assert said(out, "missing required arguments: reason found in preflight_driver_known_bad"), out["text"]
     assert not ran(out, "Look the NVIDIA driver up in the known-bad versions")
+
+
+def test_memory_guard_refuses_thresholds_out_of_order_before_any_change(tmp_path):
+    """The role's tasks/settings.yml, run first: nothing reaches apt (this machine's packages stay as they are)."""
+    tasks = [expect_failure("kill", [{"name": "Run", "ansible.builtin.include_role": {"name": "dgxspark.vllm.memory_guard"},
+                                      "vars": {"memory_guard_memory_min_kib": 102400, "memory_guard_memory_kill_kib": 524288}}]),
+             expect_failure("swap", [{"name": "Run", "ansible.builtin.include_role": {"name": "dgxspark.vllm.memory_guard"},
+                                      "vars": {"memory_guard_swap_min_percent": 101}}])]
+    rc, out = run_playbook(tmp_path, [play(tasks)], "--check")
+    assert rc == 0, out["text"]
+    found = case_lines(out)
+    for case in ("kill", "swap"):
+        assert found[case][0].endswith("Assert earlyoom's thresholds"), found[case]
+    assert "memory_guard_memory_min_kib=102400" in found["kill"][1] and "memory_guard_memory_kill_kib=524288" in found["kill"][1]
+    assert "memory_guard_swap_min_percent=101" in found["swap"][1]
+    assert not ran(out, "Install earlyoom from the distribution's packages")
