@@ -141,6 +141,8 @@ SETTINGS_CASES = [
     ("verify-smoke", "verify", ["-e", "dgxspark_verify_smoke=maybe"],
      [HOST + ': dgxspark_verify_smoke="maybe": argument \'dgxspark_verify_smoke\' is of type str and we were '
              "unable to convert to bool"]),
+    ("benchmark-concurrencies", "benchmark", ["-e", "dgxspark_benchmark_concurrencies=8"],
+     [HOST + ': dgxspark_benchmark_concurrencies is the string "8"; expected a list', "(playbook benchmark settings)"]),
     ("page-cache-level", "page_cache", ["-e", "page_cache_level=7"],
      [HOST + ': page_cache_level="7": value of page_cache_level must be one of: 1, 2, 3, got: 7']),
     ("all-at-once", "site", ["-e", "fa2_native_state=sideways", "-e", "uv_source=pip", "-e", "cuda_env_extra=FOO"],
@@ -170,7 +172,7 @@ def test_the_failure_is_one_message_without_the_spec(host):
     assert snapshot() == host["before"]
 
 
-@pytest.mark.parametrize("playbook", ["site", "rollout", "verify", "rollback", "page_cache"])
+@pytest.mark.parametrize("playbook", ["site", "rollout", "verify", "rollback", "page_cache", "benchmark"])
 def test_an_inventory_without_the_group_stops_naming_the_group_and_the_setting(host, playbook):
     inventory = host["work"] / "sparks.yml"
     inventory.write_text(json.dumps({"all": {"children": {"sparks": {

@@ -79,7 +79,7 @@ def test_tarball_installs_and_its_docs_render(tarball, tmp_path):
     rc, text = run([BIN / "ansible-doc", "-t", "role", "dgxspark.vllm.vllm_server", "-e", "restore"], env=env)
     assert rc == 0 and "vllm_server_restore_result" in text, text
     # The playbooks run by name from the installed collection (README, "without a checkout").
-    for name in ("site", "rollout", "verify", "rollback", "page_cache"):
+    for name in ("site", "rollout", "verify", "rollback", "page_cache", "benchmark"):
         rc, text = run([BIN / "ansible-playbook", "-i", ROOT / "inventory" / "fleet.example.yml",
                         "dgxspark.vllm." + name, "--list-hosts"], cwd=tmp_path, env=env)
         assert rc == 0 and "ansible_collections/dgxspark/vllm/playbooks/%s.yml" % name in text, text

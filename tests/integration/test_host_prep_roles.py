@@ -120,6 +120,9 @@ BAD_ARGUMENTS = [
     ("page_cache", "page_cache_level", 5, "value of page_cache_level must be one of: 1, 2, 3, got: 5"),
     ("page_cache", "page_cache_min_available_gib", "lots", "argument 'page_cache_min_available_gib' is of type str"),
     ("page_cache", "page_cache_required", "perhaps", "argument 'page_cache_required' is of type str"),
+    ("memory_guard", "memory_guard_state", "installed", "value of memory_guard_state must be one of: present, absent, got: installed"),
+    ("memory_guard", "memory_guard_memory_min_kib", "512M", "argument 'memory_guard_memory_min_kib' is of type str"),
+    ("vllm_server", "vllm_server_oom_score_adjust", "high", "argument 'vllm_server_oom_score_adjust' is of type str"),
 ]
 
 
@@ -436,3 +439,83 @@ def test_page_cache_runs_alone_by_tag_and_by_playbook():
                            cwd=ROOT, capture_output=True, text=True, env=env, check=False)
     assert alone.returncode == 0, alone.stderr
     assert "dgxspark.vllm.page_cache : Drop the page cache" in alone.stdout and "dgxspark.vllm.uv" not in alone.stdout
+
+
+# --- preflight's driver check ---------------------------------------------------------------------------
+# The stand-in nvidia-smi (fake_host) prints a GB10 line with the driver version of each case: this machine has no
+# NVIDIA driver, and the check reads nothing but the version gpu_facts parses from that line.
+
+def gb10_with_driver(version: str) -> str:
+    return GB10.replace("580.95.05", version)
+
+
+def ran(run, task) -> bool:
+    return any(name.endswith(" : " + task) for name in run["ran"])
+
+
+def preflight_play(fake_host, tmp_path, **role_vars):
+    role = {"role": "dgxspark.vllm.preflight", "preflight_cuda_build": False, "preflight_min_free_disk_gb": 1,
+            "preflight_install_path": str(tmp_path)}
+    role.update(role_vars)
+    return {"name": "preflight", "hosts": "localhost", "gather_facts": False,
+            "environment": {"PATH": "%s:/usr/bin:/bin" % fake_host["bin"]}, "roles": [role]}
+
+
+SEED_REASON = ("a DGX Spark recipe reports a CUDA-graph deadlock with the 590 branch (its changelog of 2026-03-12); "
+               "go back to the 580 branch")
+
+
+def test_preflight_warns_about_a_590_driver_by_default_and_fails_when_asked(tmp_path, fake_host):
+    fake_host["gpu"](gb10_with_driver("590.44.01"))
+    rc, out = run_playbook(tmp_path, [preflight_play(fake_host, tmp_path)])
+    assert rc == 0 and recap(out)["changed"] == 0, out["text"]
+    problem = ("localhost: NVIDIA driver 590.44.01 is a known-bad version (590 in preflight_driver_known_bad): "
+               + SEED_REASON + ". Known-good branches: 580")
+    assert "WARNING (preflight_driver_known_bad_fails=false, continuing): " + problem in out["messages"], out["text"]
+    assert ran(out, "Assert enough free disk space")  # the run went on to the next checks
+
+    rc, out = run_playbook(tmp_path, [preflight_play(fake_host, tmp_path, preflight_driver_known_bad_fails=True)])
+    assert rc == 2 and recap(out)["failures"] == 1, out["text"]
+    assert problem + ". Set preflight_driver_known_bad_fails=false to go on with a warning." in out["messages"]
+    assert not ran(out, "Assert enough free disk space")
+
+
+def test_preflight_passes_a_580_driver_and_matches_versions_on_whole_parts(tmp_path, fake_host):
+    fake_host["gpu"](gb10_with_driver("580.95.05"))
+    rc, out = run_playbook(tmp_path, [preflight_play(fake_host, tmp_path, preflight_driver_known_bad_fails=True)])
+    assert rc == 0, out["text"]
+    assert not said(out, "known-bad"), out["text"]
+
+    # A release and an exact version match; "580.9" is not a part of 580.95.05 and "58" is not its branch.
+    bad = [{"version": "58", "reason": "no"}, {"version": "580.9", "reason": "no"},
+           {"version": "580.95", "reason": "release R"}, {"version": "580.95.05", "reason": "exact E"}]
+    rc, out = run_playbook(tmp_path, [preflight_play(fake_host, tmp_path, preflight_driver_known_bad=bad,
+                                                     preflight_driver_known_good_branches=[])])
+    assert rc == 0, out["text"]
+    assert ("WARNING (preflight_driver_known_bad_fails=false, continuing): localhost: NVIDIA driver 580.95.05 is a "
+            "known-bad version (580.95, 580.95.05 in preflight_driver_known_bad): release R; exact E. "
+            "Known-good branches: none listed") in out["messages"], out["text"]
+
+
+def test_preflight_refuses_a_known_bad_entry_without_a_reason(tmp_path, fake_host):
+    fake_host["gpu"](gb10_with_driver("590.44.01"))
+    rc, out = run_playbook(tmp_path, [preflight_play(fake_host, tmp_path, preflight_driver_known_bad=[{"version": "590"}])])
+    assert rc == 2, out["text"]
+    assert said(out, "missing required arguments: reason found in preflight_driver_known_bad"), out["text"]
+    assert not ran(out, "Look the NVIDIA driver up in the known-bad versions")
+
+
+def test_memory_guard_refuses_thresholds_out_of_order_before_any_change(tmp_path):
+    """The role's tasks/settings.yml, run first: nothing reaches apt (this machine's packages stay as they are)."""
+    tasks = [expect_failure("kill", [{"name": "Run", "ansible.builtin.include_role": {"name": "dgxspark.vllm.memory_guard"},
+                                      "vars": {"memory_guard_memory_min_kib": 102400, "memory_guard_memory_kill_kib": 524288}}]),
+             expect_failure("swap", [{"name": "Run", "ansible.builtin.include_role": {"name": "dgxspark.vllm.memory_guard"},
+                                      "vars": {"memory_guard_swap_min_percent": 101}}])]
+    rc, out = run_playbook(tmp_path, [play(tasks)], "--check")
+    assert rc == 0, out["text"]
+    found = case_lines(out)
+    for case in ("kill", "swap"):
+        assert found[case][0].endswith("Assert earlyoom's thresholds"), found[case]
+    assert "memory_guard_memory_min_kib=102400" in found["kill"][1] and "memory_guard_memory_kill_kib=524288" in found["kill"][1]
+    assert "memory_guard_swap_min_percent=101" in found["swap"][1]
+    assert not ran(out, "Install earlyoom from the distribution's packages")

@@ -192,10 +192,14 @@ def test_host_after_the_stop_was_not_touched(hosts, builds, rollout):
 
 
 @pytest.fixture(scope="module")
-def report(hosts, rollout, tmp_path_factory):
+def reports(tmp_path_factory):
+    return tmp_path_factory.mktemp("verify")
+
+
+@pytest.fixture(scope="module")
+def report(hosts, rollout, reports):
     """After the rollout fleet-1 has the native-sm_121 FA2 build and fleet-2 the stock-like one (sm_80 SASS + PTX);
     fleet-3's service was never started. Then verify.yml runs."""
-    reports = tmp_path_factory.mktemp("verify")
     rc, out = playbook("verify.yml", "-e", "dgxspark_report_dir=%s" % reports,
                        "-e", '{"dgxspark_verify_fa2_targets": "12.1a", "dgxspark_verify_vllm_verify": false}')
     assert rc == 0, out[-5000:]
@@ -234,7 +238,8 @@ def test_verify_markdown_puts_the_failing_hosts_first(report):
     _data, markdown, out = report
     assert "**2 FAIL, 1 WARN, 0 OK** of 3 host(s)." in markdown
     assert "Not right: dgxspark-fleet-2, dgxspark-fleet-3." in markdown
-    table = [line for line in markdown.splitlines() if line.startswith("| dgxspark-")]
+    main_table = markdown.split("## Live metrics", 1)[0]  # the live metrics have a table of their own
+    table = [line for line in main_table.splitlines() if line.startswith("| dgxspark-")]
     assert [line.split(" | ")[0][2:] for line in table] == ["dgxspark-fleet-2", "dgxspark-fleet-3", "dgxspark-fleet-1"]
     assert "vllm.service is inactive" in table[1]
     assert "| up |" in table[0] and "| DOWN |" in table[1]
@@ -246,6 +251,56 @@ def test_verify_changed_nothing_on_the_hosts(report):
     _data, _markdown, out = report
     recaps = [line for line in out.splitlines() if line.startswith("dgxspark-fleet-") and "changed=" in line]
     assert len(recaps) == 3 and all("changed=0" in line and "failed=0" in line for line in recaps), recaps
+
+
+MODEL = "/srv/models/tiny-llama"  # vllm_server_model in molecule.yml
+
+
+def scrape(host, port):
+    """GET /metrics at the target's port on its host (the servers here listen on loopback only, so the controller
+    cannot reach them; a Prometheus for such a fleet runs on each host or the servers listen beyond loopback)."""
+    run = host.run("python3 -c %s %s", "import sys, urllib.request; print(urllib.request.urlopen("
+                   "'http://127.0.0.1:%s/metrics' % sys.argv[1], timeout=60).read().decode())", str(port))
+    return run.rc, run.stdout
+
+
+def test_verify_writes_a_prometheus_target_for_every_server_with_its_labels(report, reports):
+    groups = json.loads((reports / "prometheus-vllm.json").read_text())
+    assert groups == [{"targets": ["%s:8000" % name], "labels": {"host": name, "service": "vllm", "model": MODEL}}
+                      for name in NAMES]
+
+
+def test_each_target_serves_vllm_series_while_its_server_runs(hosts, report, reports):
+    for group in json.loads((reports / "prometheus-vllm.json").read_text()):
+        name, port = group["targets"][0].rsplit(":", 1)
+        assert name == group["labels"]["host"]
+        rc, text = scrape(hosts[name], port)
+        if name == "dgxspark-fleet-3":  # installed, never started
+            assert rc != 0, text
+            continue
+        assert rc == 0, text
+        series = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("vllm:")}
+        assert {"vllm:num_requests_running", "vllm:kv_cache_usage_perc", "vllm:generation_tokens_total"} <= series, series
+
+
+def test_verify_quotes_live_values_per_host(report):
+    data, markdown, _out = report
+    rows = {row["host"]: row for row in data["rows"]}
+    names = ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+             "vllm:prompt_tokens_total", "vllm:generation_tokens_total"]
+    for name in ("dgxspark-fleet-1", "dgxspark-fleet-2"):
+        metrics = rows[name]["metrics"]
+        assert metrics["scraped"] is True and metrics["series"] > 5, metrics
+        assert sorted(metrics["values"]) == sorted(names), metrics
+        assert metrics["values"]["vllm:num_requests_running"] == 0.0  # nothing in flight between the probes
+        assert 0.0 <= metrics["values"]["vllm:kv_cache_usage_perc"] <= 1.0
+        # The smoke question of this run (and the rollout's) generated tokens on this server.
+        assert metrics["values"]["vllm:generation_tokens_total"] > 0 and metrics["values"]["vllm:prompt_tokens_total"] > 0
+    assert rows["dgxspark-fleet-3"]["metrics"]["scraped"] is False and rows["dgxspark-fleet-3"]["metrics"]["values"] == {}
+    section = markdown.split("## Live metrics", 1)[1]
+    lines = {line.split(" | ")[0][2:]: line for line in section.splitlines() if line.startswith("| dgxspark-")}
+    assert sorted(lines) == NAMES
+    assert lines["dgxspark-fleet-1"].split(" | ")[1] == "0.0" and "not scraped" in lines["dgxspark-fleet-3"]
 
 
 def test_rollback_puts_a_host_back_to_stock(hosts, builds, report):
@@ -261,3 +316,66 @@ def test_rollback_puts_a_host_back_to_stock(hosts, builds, report):
     assert state["pid"] != pid_before and state["env"]["FA4_SM120_SHIM"] == "0"
     assert answer(h) == REFERENCE["answer"]
     assert "dgxspark-fleet-1: back to stock; vllm.service healthy" in out
+
+
+# --- playbooks/benchmark.yml against the two real servers (after the rollback above; fleet-3's server is stopped) ---
+
+BENCH = {"dgxspark_benchmark_input_len": 16, "dgxspark_benchmark_output_len": 8, "dgxspark_benchmark_num_prompts": 4,
+         "dgxspark_benchmark_concurrencies": [1, 2], "dgxspark_benchmark_slow_fraction": 0.7}
+
+
+@pytest.fixture(scope="module")
+def benchmark(hosts, report, tmp_path_factory):
+    """fleet-2 is made slower for the run: its container gets a CPU quota of 0.2 CPU (docker update), then the
+    machine's 2 CPUs back. Tiny settings; what is asserted is the report's content, not a speed."""
+    out = tmp_path_factory.mktemp("benchmark")
+    subprocess.run(["docker", "update", "--cpus", "0.2", "dgxspark-fleet-2"], check=True, capture_output=True)
+    try:
+        rc, text = playbook("benchmark.yml", "-e", "dgxspark_report_dir=%s" % out, "-e", json.dumps(BENCH))
+    finally:
+        subprocess.run(["docker", "update", "--cpus", "2", "dgxspark-fleet-2"], check=True, capture_output=True)
+    assert rc == 0, text[-5000:]
+    return json.loads((out / "benchmark-report.json").read_text()), out, text
+
+
+def test_benchmark_json_has_the_figures_per_host_and_concurrency(benchmark):
+    data, _out, _text = benchmark
+    assert sorted(data["hosts"]) == NAMES
+    for name in ("dgxspark-fleet-1", "dgxspark-fleet-2"):
+        host = data["hosts"][name]
+        assert host["error"] == "" and [row["concurrency"] for row in host["results"]] == [1, 2], host
+        for row in host["results"]:
+            assert row["completed"] == 4 and row["failed"] == 0, row
+            assert row["total_output_tokens"] == 4 * 8, row  # --ignore-eos: every request makes its 8 tokens
+            for key in ("output_throughput", "total_token_throughput", "request_throughput", "median_ttft_ms",
+                        "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms"):
+                assert isinstance(row[key], float) and row[key] > 0, (key, row)
+        assert host["smoke_passed"] is True and host["smoke_latency_ms"] > 0
+    three = data["hosts"]["dgxspark-fleet-3"]
+    assert three["results"] == [] and three["error"].startswith("server not healthy: "), three
+
+
+def test_benchmark_flags_the_slowed_host_by_name(benchmark):
+    data, out, text = benchmark
+    assert sorted(data["slow_hosts"]) == ["dgxspark-fleet-2"], data["slow_hosts"]
+    assert all("below 0.70 x the fleet median" in reason for reason in data["slow_hosts"]["dgxspark-fleet-2"])
+    assert "1 slow host(s): dgxspark-fleet-2" in text
+    markdown = (out / "benchmark-report.md").read_text()
+    assert "**Slow: dgxspark-fleet-2**" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| dgxspark-fleet-")]
+    assert [row.split(" | ")[:2] for row in rows if "benchmark failed" not in row] == [
+        ["| dgxspark-fleet-1", "1"], ["| dgxspark-fleet-1", "2"], ["| dgxspark-fleet-2", "1"], ["| dgxspark-fleet-2", "2"]]
+    assert "- dgxspark-fleet-1: " in markdown and " ms" in markdown.split("Smoke latency", 1)[1]
+
+
+def test_benchmark_plot_has_one_line_per_host(benchmark):
+    _data, out, _text = benchmark
+    plot = (out / "benchmark-report.svg").read_text()
+    assert plot.startswith("<svg") and plot.count("<polyline") == 2  # fleet-3 has no figures
+    assert 'data-host="dgxspark-fleet-1"' in plot and 'data-host="dgxspark-fleet-2"' in plot
+
+
+def test_benchmark_changed_nothing_on_the_hosts(benchmark):
+    _data, _out, text = benchmark
+    recaps = [line for line in text.splitlines() if line.startswith("dgxspark-fleet-") and "changed=" in line]
+    assert len(recaps) == 3 and all("changed=0" in line and "failed=0" in line for line in recaps), recaps
