@@ -313,8 +313,18 @@ class Place:
             return
         for name in names:
             ref = os.path.join(self.repo_dir, "refs", name)
+            if _read_text(ref) == commit:
+                continue  # left as it is: a rewrite would change its time, and a peer copy would see a change
             os.makedirs(os.path.dirname(ref), exist_ok=True)
             _write_atomic(ref, commit)
+
+
+def _read_text(path):
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
 
 
 def _load(path):

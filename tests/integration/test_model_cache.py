@@ -141,9 +141,12 @@ def test_first_stage_then_rerun_fetches_nothing(tmp_path, client, hub, model):
     assert found == str(snapshot(tmp_path))
 
     hub.requests.clear()
+    refs_before = [(p.name, p.stat().st_mtime_ns) for p in (repo_dir / "refs", repo_dir / "refs" / "main")]
     out, recap, staged = stage(tmp_path, client, hub)
     assert "changed=0" in recap, recap
     assert hub.requests == [], "a re-run of a resolved branch asks the Hub nothing"
+    # refs/ untouched: a peer that rewrote it would make every rsync from it to the others a change
+    assert [(p.name, p.stat().st_mtime_ns) for p in (repo_dir / "refs", repo_dir / "refs" / "main")] == refs_before
     assert staged[0]["verified"] and staged[0]["fetched"] == [] and "verified (quick)" in out
 
 
