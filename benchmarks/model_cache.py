@@ -157,8 +157,8 @@ def main():
     print("| hosts | run | wall s | bytes from the source | requests to the source | hosts changed | rc |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print("| %d | %s | %.1f | %d | %d | %d | %d |" % (r["hosts"], r["run"], r["wall_s"], r["source_bytes"],
-                                                        r["requests"], r["changed_hosts"], r["rc"]))
+        cells = (r["hosts"], r["run"], r["wall_s"], r["source_bytes"], r["requests"], r["changed_hosts"], r["rc"])
+        print("| %d | %s | %.1f | %d | %d | %d | %d |" % cells)
     return 0 if all(r["rc"] == 0 for r in rows) else 1
 
 
