@@ -347,3 +347,43 @@ def test_the_verify_report_lists_the_staged_models(tmp_path, client, hub, model)
     [row] = report(tmp_path)
     assert not row["verified"] and "model.safetensors: size 10, expected %d" % len(model[WEIGHTS]) in row["problem"]
     assert (snapshot(tmp_path) / WEIGHTS).stat().st_size == 10, "the report changes nothing"
+
+
+def test_the_head_dim_check_reads_the_staged_config(tmp_path, client, hub, model):
+    """fa4_shim's head-dim warning (its models.yml) looks a repo id up where model_cache staged it: a model with
+    head_dim 256 staged into the server's HF home is found and warned about; an empty home finds nothing."""
+    wide = "dgxspark-test/wide-heads"
+    config = {"architectures": ["Qwen3_5ForConditionalGeneration"],
+              "text_config": {"head_dim": 256, "hidden_size": 5120, "num_attention_heads": 24}}
+    write_repo(hub.root, "model", wide, COMMIT, {"config.json": json.dumps(config), WEIGHTS: model[WEIGHTS]},
+               refs={"main": COMMIT})
+    stage(tmp_path, client, hub, models=[{"repo_id": wide}])
+    book = tmp_path / "check.yml"
+    book.write_text("""---
+- name: The FA4 shim's head-dim check alone
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: %s
+  tasks:
+    - name: Check the served models' head dims
+      ansible.builtin.include_role:
+        name: dgxspark.vllm.fa4_shim
+        tasks_from: models
+""" % sys.executable)
+    bindir = Path(sys.executable).parent
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"), PATH=str(bindir) + ":" + os.environ["PATH"])
+
+    def check(home):
+        settings = {"fa4_shim_check_models": [wide], "model_cache_hf_home": str(home)}
+        proc = subprocess.run([str(bindir / "ansible-playbook"), "-i", "localhost,", str(book), "-e", json.dumps(settings)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path, check=False)
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        return " ".join(proc.stdout.split())  # the module's warnings included
+
+    out = check(tmp_path / "hf")
+    assert "model %s has head_dim 256 (text_config.head_dim) > 128" % wide in out, out[-3000:]
+    out = check(tmp_path / "empty")
+    assert "is not in the local Hugging Face cache" in out and "head_dim 256" not in out, out[-3000:]
