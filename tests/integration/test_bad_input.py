@@ -101,7 +101,9 @@ def run(host, playbook, *args, inventory=None, callback="ansible.posix.json"):
         for each_play in doc["plays"]:
             for task in each_play["tasks"]:
                 for result in task["hosts"].values():
-                    if result.get("failed") or task["task"]["name"].split(" : ")[-1].startswith("Warn"):
+                    # the failures, and the warnings that were given (a skipped "Warn ..." task said nothing)
+                    warned = task["task"]["name"].split(" : ")[-1].startswith("Warn") and not result.get("skipped")
+                    if result.get("failed") or warned:
                         messages.append(str(result.get("msg", "")))
     return proc.returncode, messages, text
 
