@@ -247,12 +247,8 @@ class Place:
     def recorded_commit(self, revision):
         """The commit a branch or tag was resolved to before (None when never)."""
         if self.layout == "hf_cache":
-            ref = os.path.join(self.repo_dir, "refs", revision)
-            if os.path.isfile(ref):
-                with open(ref) as handle:
-                    value = handle.read().strip()
-                return value if COMMIT.match(value) else None
-            return None
+            value = _read_text(os.path.join(self.repo_dir, "refs", revision))
+            return value if value and COMMIT.match(value) else None
         manifest = self.load_any()
         return manifest["commit"] if manifest and manifest.get("resolved_from") == revision else None
 
