@@ -379,3 +379,29 @@ def test_benchmark_changed_nothing_on_the_hosts(benchmark):
     _data, _out, text = benchmark
     recaps = [line for line in text.splitlines() if line.startswith("dgxspark-fleet-") and "changed=" in line]
     assert len(recaps) == 3 and all("changed=0" in line and "failed=0" in line for line in recaps), recaps
+
+
+def test_benchmark_of_one_host(benchmark, tmp_path):
+    """The same playbook on one host (--limit): its figures alone, and no host is flagged (a median of one says nothing)."""
+    settings = dict(BENCH, dgxspark_benchmark_num_prompts=2, dgxspark_benchmark_concurrencies=[1])
+    rc, text = playbook("benchmark.yml", "-l", "dgxspark-fleet-1", "-e", "dgxspark_report_dir=%s" % tmp_path,
+                        "-e", json.dumps(settings))
+    assert rc == 0, text[-5000:]
+    data = json.loads((tmp_path / "benchmark-report.json").read_text())
+    assert sorted(data["hosts"]) == ["dgxspark-fleet-1"] and data["slow_hosts"] == {}, data
+    rows = data["hosts"]["dgxspark-fleet-1"]["results"]
+    assert [(row["concurrency"], row["completed"], row["failed"]) for row in rows] == [(1, 2, 0)], rows
+    assert rows[0]["output_throughput"] > 0 and rows[0]["total_output_tokens"] == 2 * 8
+    assert (tmp_path / "benchmark-report.svg").read_text().count("<polyline") == 1
+    assert "**Slow:" not in (tmp_path / "benchmark-report.md").read_text()
+
+
+def test_verify_of_one_host(report, tmp_path):
+    """verify.yml under --limit writes the report of the limited host alone (fleet-3, whose service is stopped)."""
+    rc, out = playbook("verify.yml", "-l", "dgxspark-fleet-3", "-e", "dgxspark_report_dir=%s" % tmp_path,
+                       "-e", '{"dgxspark_verify_fa2_targets": "12.1a", "dgxspark_verify_vllm_verify": false}')
+    assert rc == 0, out[-5000:]
+    data = json.loads((tmp_path / "verify-report.json").read_text())
+    assert data["hosts"] == 1 and [row["host"] for row in data["rows"]] == ["dgxspark-fleet-3"], data
+    assert data["rows"][0]["status"] == "FAIL" and "vllm.service is inactive" in data["rows"][0]["problems"]
+    assert "**1 FAIL, 0 WARN, 0 OK** of 1 host(s)." in (tmp_path / "verify-report.md").read_text()
