@@ -244,14 +244,13 @@ def main():
             port.update(exists=True, operstate=read_sys(port["name"], "operstate"),
                         mtu_now=int(mtu_now) if mtu_now and mtu_now.isdigit() else None,
                         addresses_now=now.get(port["name"], []))
-        ready = all(p["operstate"] == "up" and p["mtu_now"] == params["mtu"] and p["address"] in p["addresses_now"]
-                    for p in planned)
-        if ready or time.monotonic() >= deadline:
+        for port in planned:
+            port["ready"] = port["operstate"] == "up" and port["mtu_now"] == params["mtu"] and port["address"] in port["addresses_now"]
+        if all(port["ready"] for port in planned) or time.monotonic() >= deadline:
             break
         time.sleep(1)
     ethernets = {}
     for port in planned:
-        port["ready"] = port["operstate"] == "up" and port["mtu_now"] == params["mtu"] and port["address"] in port["addresses_now"]
         ethernets[port["name"]] = {"mtu": params["mtu"], "addresses": [port["address"]], "dhcp4": False,
                                    "dhcp6": False, "optional": True}
     module.exit_json(changed=False, ports=planned,
