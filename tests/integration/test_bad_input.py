@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from docker_support import docker, require_engine_and_image  # noqa: E402  (tests/ holds the shared helpers)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -40,16 +42,9 @@ SNAPSHOT = (
 )
 
 
-def docker(*args, check=True, **kwargs):
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    if shutil.which("docker") is None or docker("info", check=False).returncode != 0:
-        pytest.fail("this test needs the Docker engine (scripts/test.sh starts it)")
-    if docker("image", "inspect", IMAGE, check=False).returncode != 0:
-        pytest.fail("image %s is missing (scripts/test.sh builds it)" % IMAGE)
+    require_engine_and_image(IMAGE)
     docker("rm", "-f", HOST, check=False)
     docker("run", "-d", "--name", HOST, "--network", "none", IMAGE, "sleep", "infinity")
     try:
