@@ -214,10 +214,12 @@ def test_unit_that_systemd_rejects_is_not_installed(host, results):
     assert not host.file("/etc/dgxspark/vllm-badunit.env").exists
 
 
-def test_module_launcher_refuses_headless(host, results):
+def test_headless_outside_a_cluster_is_refused(host, results):
+    """A headless node serves no HTTP, so the role's /health wait could never pass: refused before any change."""
     failure = failure_of(results, "headless")
-    assert failure["task"] == "Refuse --headless with the module launcher"
-    assert failure["msg"].startswith("%s: vllm_server_args sets headless with vllm_server_launcher=module" % HOST)
+    assert failure["task"] == "Refuse --headless outside cluster mode"
+    assert failure["msg"].startswith("%s: vllm_server_args sets headless without vllm_server_cluster; a headless node "
+                                     "serves no HTTP" % HOST), failure["msg"]
     assert not host.file("/etc/systemd/system/vllm-headless.service").exists
 
 
