@@ -305,4 +305,3 @@ def test_verify_reports_one_row_for_the_cluster_beside_its_hosts(work, hosts, se
     assert "| pair | OK |  | %s (0), %s (1) | eth0 | %s %d, %s %d | up | right |" % (HEAD, WORKER, HEAD, mtu[HEAD], WORKER, mtu[WORKER]) in markdown
     for name in (HEAD, WORKER):
         assert recap(out, name)["changed"] == 0
-
