@@ -26,13 +26,12 @@ import json
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import testinfra
-from fleet_support import REFERENCE, answer
+from fleet_support import REFERENCE, ROOT, address, answer, megabytes, recap, says
+from fleet_support import site as fleet_site
 
-ROOT = Path(__file__).resolve().parents[3]
 HEAD, WORKER = "dgxspark-fleet-1", "dgxspark-fleet-2"
 UNIT = "vllm-pair.service"
 PORT = 8100
@@ -64,27 +63,7 @@ def work(tmp_path_factory, hosts):
 
 def site(work, *extra):
     """site.yml, only its vllm_server play, on the two members; returns (rc, output)."""
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-i", str(work / "pair.yml"),
-                           str(ROOT / "site.yml"), "--tags", "vllm_server", "-l", "%s,%s" % (HEAD, WORKER), *extra],
-                          capture_output=True, text=True, env=env, check=False, timeout=2400)
-    runs = sorted(work.glob("site-*.log"))
-    (work / ("site-%d.log" % len(runs))).write_text(proc.stdout + proc.stderr)
-    return proc.returncode, proc.stdout + proc.stderr
-
-
-def recap(out, name):
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", re.search(r"^%s\s*:(.*)$" % re.escape(name), out, re.M).group(1))}
-
-
-def says(pattern, out):
-    """Whether the play's output holds the message (a regular expression): the callback folds long messages, so
-    any space in the pattern matches any run of white space."""
-    return re.search(pattern.replace(" ", r"\s+"), out) is not None
-
-
-def address(host):
-    return host.check_output("ip -4 -o addr show dev eth0").split()[3].split("/")[0]
+    return fleet_site(work, "pair.yml", (HEAD, WORKER), *extra)
 
 
 def server(host):
@@ -96,15 +75,10 @@ def server(host):
             "started": host.check_output("systemctl show --property=ActiveEnterTimestampMonotonic --value %s", UNIT)}
 
 
-def megabytes(host):
-    """Resident memory (RSS) of the unit's processes, summed, in MiB."""
-    return int(host.check_output("ps -eo rss=,cgroup= | awk '/%s/ {kib += $1} END {print kib + 0}'", UNIT.replace(".", "\\."))) // 1024
-
-
 @pytest.fixture(scope="module")
 def served(work, hosts):
     rc, out = site(work)
-    return rc, out, {name: megabytes(hosts[name]) for name in (HEAD, WORKER)} if rc == 0 else {}
+    return rc, out, {name: megabytes(hosts[name], UNIT) for name in (HEAD, WORKER)} if rc == 0 else {}
 
 
 def test_the_cluster_serves_the_single_node_answer_through_its_head(hosts, served):
