@@ -17,6 +17,9 @@ leaves nothing half-made behind. Tests never write into these venvs: they use ov
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -105,6 +108,28 @@ def _pip(python, *args):
                  "--disable-pip-version-check"] + links + list(args))
 
 
+_HELD = []
+
+
+def _exclusive(build):
+    """Run build holding CACHE/.lock, so that test processes (scripts/test.sh runs two) fill the cache one at a time.
+
+    The ensure functions call each other; the lock is taken once per process (flock would wait on itself).
+    """
+    @functools.wraps(build)
+    def locked(*args, **kwargs):
+        with contextlib.ExitStack() as stack:
+            if not _HELD:
+                CACHE.mkdir(parents=True, exist_ok=True)
+                lock = stack.enter_context(open(CACHE / ".lock", "w"))
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            _HELD.append(build.__name__)
+            stack.callback(_HELD.pop)
+            return build(*args, **kwargs)
+    return locked
+
+
+@_exclusive
 def ensure_wheelhouse():
     """Fetch every wheel once (pip download skips the files already there)."""
     want = _stamp(BASE, RELEASES, ROLE_PACKAGES, MOLECULE_NO_DEPS, TEST_NO_DEPS, HUB_CLIENT, FIND_LINKS)
@@ -142,17 +167,20 @@ def _build(final, want, populate):
     return final
 
 
+@_exclusive
 def ensure_base():
     ensure_wheelhouse()
     return _build(CACHE / "base", _stamp(BASE, FIND_LINKS), lambda venv: _pip(venv / "bin" / "python", *BASE))
 
 
+@_exclusive
 def ensure_hub():
     """A venv with the real huggingface_hub client (no vLLM, no torch): what the role's download step runs."""
     ensure_wheelhouse()
     return _build(CACHE / "hub", _stamp(HUB_CLIENT, FIND_LINKS), lambda venv: _pip(venv / "bin" / "python", *HUB_CLIENT))
 
 
+@_exclusive
 def ensure_release(version):
     base = ensure_base()
     spec = ALL_RELEASES[version]
