@@ -22,4 +22,10 @@ ensure_image
 ensure_collection_link
 activate_toolchain
 cd "$DGX_ROOT"
-exec pytest -p no:cacheprovider -ra tests/lint tests/unit tests/integration tests/molecule "$@"
+# Two pytest-xdist workers (DGX_TEST_WORKERS=0: none, one process as before): each test file runs whole on one worker,
+# the molecule scenarios that serve with the real vLLM on one and the rest on the other (tests/conftest.py).
+workers=(-n "${DGX_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder)
+if [[ "${DGX_TEST_WORKERS:-2}" == 0 ]]; then
+  workers=()
+fi
+exec pytest -p no:cacheprovider -ra "${workers[@]}" tests/lint tests/unit tests/integration tests/molecule "$@"

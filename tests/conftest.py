@@ -28,3 +28,28 @@ if str(COLLECTIONS) not in sys.path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+
+# Two lanes under pytest-xdist: scripts/test.sh runs `-n 2 --dist loadfile --no-loadscope-reorder`, so each test
+# file runs whole on one worker (its module fixtures built once, as without xdist), and the workers take the files
+# in the order below. The molecule scenarios that serve with the real vLLM (tests/molecule/test_serving_scenarios.py:
+# most of the run's CPU time is theirs) go first, to one worker; the other worker takes everything else, the long
+# files first, so that what the serving worker picks up near its end (xdist hands a worker another file once two or
+# fewer of its tests are left) is a short one. The lanes wait on different things (downloads, nvcc, vLLM's
+# start-up), so they overlap instead of queueing.
+ORDER = ("tests/molecule/test_serving_scenarios.py", "tests/lint/test_ansible_test.py", "tests/molecule/",
+         "tests/integration/")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Only on an xdist worker (the workers collect; each must order its collection the same way).
+    if not hasattr(config, "workerinput"):
+        return
+
+    def rank(pair):
+        position, item = pair
+        first = next((i for i, prefix in enumerate(ORDER) if item.nodeid.startswith(prefix)), len(ORDER))
+        return (first, position)
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=rank)]
