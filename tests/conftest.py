@@ -30,7 +30,6 @@ def repo_root() -> Path:
     return ROOT
 
 
-
 # Two lanes under pytest-xdist: scripts/test.sh runs `-n 2 --dist loadfile --no-loadscope-reorder`, so each test
 # file runs whole on one worker (its module fixtures built once, as without xdist), and the workers take the files
 # in the order below. The molecule scenarios that serve with the real vLLM (tests/molecule/test_serving_scenarios.py:
