@@ -51,4 +51,4 @@ def pytest_collection_modifyitems(config, items):
         first = next((i for i, prefix in enumerate(ORDER) if item.nodeid.startswith(prefix)), len(ORDER))
         return (first, position)
 
-    items[:] = [item for _, item in sorted(enumerate(items), key=rank)]
+    items[:] = [pair[1] for pair in sorted(enumerate(items), key=rank)]
