@@ -24,8 +24,9 @@ activate_toolchain
 cd "$DGX_ROOT"
 # Two pytest-xdist workers (DGX_TEST_WORKERS=0: none, one process as before): each test file runs whole on one worker,
 # the molecule scenarios that serve with the real vLLM on one and the rest on the other (tests/conftest.py).
-workers=(-n "${DGX_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder)
-if [[ "${DGX_TEST_WORKERS:-2}" == 0 ]]; then
-  workers=()
+count=${DGX_TEST_WORKERS:-2}
+workers=()
+if [[ "$count" != 0 ]]; then
+  workers=(-n "$count" --dist loadfile --no-loadscope-reorder)
 fi
 exec pytest -p no:cacheprovider -ra "${workers[@]}" tests/lint tests/unit tests/integration tests/molecule "$@"
